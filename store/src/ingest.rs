@@ -1,0 +1,191 @@
+//! Ingest: a byte stream or a file on disk becomes stored blocks and a [`FileNode`].
+//!
+//! This is the shell around [`crate::chunk`]: it reads through a [`ChunkReader`] and hands each
+//! batch to [`BlockStore::put_many`], which hashes the batch's blocks in parallel. Memory is one
+//! chunk buffer per file being read. A file that changes while it is read is read again, so a
+//! stored file is never a mix of old and new bytes.
+
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::chunk::ChunkReader;
+use crate::limits::READ_RETRIES_MAX;
+use crate::node::{BlockRef, FileNode};
+use crate::{BlockStore, ChunkConfig, Error, Result};
+
+/// Blocks and figures of one ingested stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ingested {
+    /// The stream's blocks, in order.
+    pub blocks: Vec<BlockRef>,
+    /// Bytes read.
+    pub size: u64,
+    /// Blocks that were new to the store.
+    pub new_blocks: u64,
+    /// Bytes added to the store (after compression).
+    pub stored_size: u64,
+}
+
+/// Chunks `reader` and stores every block.
+///
+/// `label` names the stream in errors (a path, or an upload's name).
+///
+/// # Errors
+/// [`Error::Io`] when reading fails; store errors.
+pub fn ingest_reader(
+    reader: impl Read,
+    label: &Path,
+    store: &(impl BlockStore + ?Sized),
+    cfg: &ChunkConfig,
+) -> Result<Ingested> {
+    let mut chunks = ChunkReader::new(reader, cfg);
+    let mut out = Ingested::default();
+    while let Some(batch) = chunks
+        .next_batch()
+        .map_err(|e| Error::io("reading", label, e))?
+    {
+        let puts = store.put_many(&batch.to_vec())?;
+        for put in puts {
+            out.size += put.size;
+            out.new_blocks += u64::from(put.new);
+            out.stored_size += put.stored_size;
+            out.blocks.push(BlockRef {
+                id: put.id,
+                len: u32::try_from(put.size).expect("blocks are at most BLOCK_SIZE_MAX"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A stored file and what storing it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestedFile {
+    /// The file's node (not yet stored itself).
+    pub node: FileNode,
+    /// Blocks new to the store.
+    pub new_blocks: u64,
+    /// Bytes added to the store.
+    pub stored_size: u64,
+}
+
+/// Chunks and stores the regular file at `path`, re-reading it if it changes meanwhile.
+///
+/// # Errors
+/// [`Error::Io`] (including `NotFound` for a file that vanished), [`Error::Changed`] when it
+/// changed on every one of [`READ_RETRIES_MAX`] reads, store errors.
+pub fn ingest_file(
+    path: &Path,
+    store: &(impl BlockStore + ?Sized),
+    cfg: &ChunkConfig,
+) -> Result<IngestedFile> {
+    for _ in 0..READ_RETRIES_MAX {
+        let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        let before = file
+            .metadata()
+            .map_err(|e| Error::io("reading metadata of", path, e))?;
+        let ingested = ingest_reader(&file, path, store, cfg)?;
+        let after = file
+            .metadata()
+            .map_err(|e| Error::io("reading metadata of", path, e))?;
+        if unchanged(&before, &after) && ingested.size == after.len() {
+            let node = FileNode::new(
+                before.permissions().mode() & 0o7777,
+                mtime_ns(&before),
+                ingested.blocks,
+            )?;
+            return Ok(IngestedFile {
+                node,
+                new_blocks: ingested.new_blocks,
+                stored_size: ingested.stored_size,
+            });
+        }
+    }
+    Err(Error::Changed {
+        path: path.to_path_buf(),
+        attempts: READ_RETRIES_MAX,
+    })
+}
+
+/// Same size, mtime and ctime: the file was not written between the two looks.
+fn unchanged(before: &Metadata, after: &Metadata) -> bool {
+    before.len() == after.len()
+        && before.mtime() == after.mtime()
+        && before.mtime_nsec() == after.mtime_nsec()
+        && before.ctime() == after.ctime()
+        && before.ctime_nsec() == after.ctime_nsec()
+}
+
+/// Modification time in nanoseconds since the epoch (saturating far outside ±292 years).
+pub fn mtime_ns(metadata: &Metadata) -> i64 {
+    metadata
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(metadata.mtime_nsec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::MemBlockStore;
+
+    #[test]
+    fn identical_files_are_stored_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(dir.path().join("a"), &data).expect("write");
+        std::fs::write(dir.path().join("b"), &data).expect("write");
+        let store = MemBlockStore::new();
+        let cfg = ChunkConfig::DEFAULT;
+        let a = ingest_file(&dir.path().join("a"), &store, &cfg).expect("ingest a");
+        let b = ingest_file(&dir.path().join("b"), &store, &cfg).expect("ingest b");
+        assert_eq!(a.node.size(), data.len() as u64);
+        assert!(a.new_blocks >= 3);
+        assert_eq!(b.new_blocks, 0, "the second copy adds no blocks");
+        assert_eq!(b.stored_size, 0);
+        assert_eq!(
+            store.stored_size(),
+            data.len() as u64,
+            "the bytes are stored exactly once"
+        );
+        assert_eq!(a.node.blocks(), b.node.blocks());
+    }
+
+    #[test]
+    fn missing_file_is_an_error_with_its_path() {
+        let store = MemBlockStore::new();
+        let err = ingest_file(
+            Path::new("/nonexistent/cairn/x"),
+            &store,
+            &ChunkConfig::DEFAULT,
+        )
+        .expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "opening '/nonexistent/cairn/x': No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn read_errors_carry_the_label() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        let store = MemBlockStore::new();
+        let err = ingest_reader(
+            Failing,
+            Path::new("upload.bin"),
+            &store,
+            &ChunkConfig::DEFAULT,
+        )
+        .expect_err("fails");
+        assert_eq!(err.to_string(), "reading 'upload.bin': disk on fire");
+    }
+}
