@@ -10,7 +10,7 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::chunk::ChunkReader;
+use crate::chunk::{ChunkReader, new_buffer};
 use crate::limits::READ_RETRIES_MAX;
 use crate::node::{BlockRef, FileNode};
 use crate::{BlockStore, ChunkConfig, Error, Result};
@@ -40,7 +40,23 @@ pub fn ingest_reader(
     store: &(impl BlockStore + ?Sized),
     cfg: &ChunkConfig,
 ) -> Result<Ingested> {
-    let mut chunks = ChunkReader::new(reader, cfg);
+    // Each thread keeps one chunk buffer: a fresh 8 MiB buffer per file was 20% of an ingest
+    // of many small files, spent zeroing memory.
+    thread_local! {
+        static BUFFER: std::cell::Cell<Option<Box<[u8]>>> = const { std::cell::Cell::new(None) };
+    }
+    let buf = BUFFER.take().unwrap_or_else(new_buffer);
+    let mut chunks = ChunkReader::with_buffer(reader, cfg, buf);
+    let result = store_batches(&mut chunks, label, store);
+    BUFFER.set(Some(chunks.into_buffer()));
+    result
+}
+
+fn store_batches(
+    chunks: &mut ChunkReader<impl Read>,
+    label: &Path,
+    store: &(impl BlockStore + ?Sized),
+) -> Result<Ingested> {
     let mut out = Ingested::default();
     while let Some(batch) = chunks
         .next_batch()

@@ -172,7 +172,9 @@ fn second_process_cannot_open_the_same_store() {
 fn leftover_temp_files_are_removed_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path()));
-    fs::write(dir.path().join("tmp").join("leftover.0"), b"half a block").expect("write");
+    fs::create_dir_all(dir.path().join("tmp/ab")).expect("mkdir");
+    fs::write(dir.path().join("tmp/ab/leftover.0"), b"half a block").expect("write");
+    fs::write(dir.path().join("tmp/leftover.1"), b"half a block").expect("write");
     let store = open(dir.path());
     assert_eq!(
         fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
