@@ -66,6 +66,17 @@ def restic_backup(path, scratch):
         shutil.rmtree(repo, ignore_errors=True)
 
 
+def disk_write(size_bytes, scratch):
+    """Seconds to write `size_bytes` sequentially and fsync: the disk's ceiling for a store."""
+    path = os.path.join(scratch, "dd-baseline")
+    started = time.perf_counter()
+    run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={max(1, size_bytes >> 20)}", "conv=fsync"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    os.remove(path)
+    return seconds
+
+
 def median(values):
     return statistics.median(values)
 
@@ -81,12 +92,13 @@ def main():
     mixed = dataset(binary, args.data, "mixed-1GiB", "--size", "1GiB", "--kind", "mixed")
     big = dataset(binary, args.data, "bigfile-4GiB", "--size", "4GiB", "--kind", "big-file")
 
-    fs_runs, null_runs, restic_runs = [], [], []
+    fs_runs, null_runs, restic_runs, dd_runs = [], [], [], []
     for idx in range(args.runs):
         print(f"run {idx + 1}/{args.runs}", file=sys.stderr)
         fs_runs.append(cairn_json(binary, "ingest", mixed, "--store-parent", args.data))
         null_runs.append(cairn_json(binary, "ingest", mixed, "--sink", "null"))
         restic_runs.append(restic_backup(mixed, args.data))
+        dd_runs.append(disk_write(fs_runs[-1]["stored_bytes"], args.data))
     big_run = cairn_json(binary, "ingest", big, "--store-parent", args.data)
     edit = cairn_json(binary, "edit-cost", "--size", "64MiB", "--insert", "100", "--positions", "32")
     dirc = cairn_json(binary, "dir-change", "--entries", "100000")
@@ -97,6 +109,8 @@ def main():
     null_s = median([r["seconds"] for r in null_runs])
     null_hash_s = median([r["hash_only_seconds"] for r in null_runs])
     restic_s = median([s for s, _ in restic_runs])
+    dd_s = median(dd_runs)
+    same_run_dd = median([dd_runs[i] / fs_runs[i]["seconds"] for i in range(args.runs)])
     restic_size = restic_runs[0][1]
     same_run_hash_ratio = median([r["hash_only_seconds"] / r["seconds"] for r in fs_runs])
     same_run_null_ratio = median([r["hash_only_seconds"] / r["seconds"] for r in null_runs])
@@ -124,6 +138,7 @@ Data: `cairn-bench gen --kind mixed --size 1GiB`: {first['files']} files, {mib:.
 | BLAKE3 alone over the files (same thread pool) | {hash_s:.3} s | {mib / hash_s:.0f} MiB/s | 1.00 |
 | Cairn chunk + hash (null sink) | {null_s:.3} s | {mib / null_s:.0f} MiB/s | {same_run_null_ratio:.2f}x of hash-only |
 | Cairn ingest (chunk + hash + zstd + durable store) | {ingest_s:.3} s | {mib / ingest_s:.0f} MiB/s | {same_run_hash_ratio:.2f}x of hash-only |
+| `dd conv=fsync` of as many bytes as Cairn stored (the disk's ceiling) | {dd_s:.3} s | {first['stored_bytes'] / 2**20 / dd_s:.0f} MiB/s written | Cairn at {same_run_dd:.2f}x of it |
 | `restic backup` (fresh repo) | {restic_s:.3} s | {mib / restic_s:.0f} MiB/s | Cairn {same_run_restic:.2f}x faster |
 
 Stored: Cairn {first['stored_bytes'] / 2**20:.0f} MiB (of which tree nodes {first['node_bytes'] / 2**20:.1f} MiB),

@@ -1,4 +1,14 @@
-//! `cairn-protocol`: the QUIC sync protocol's wire messages, codec and tree diff.
+//! `cairn-protocol`: what client and server say to each other.
 //!
-//! Not built yet: issue "QUIC sync protocol (cairn-protocol) and the client sync engine" fills
-//! this crate. It deliberately exports nothing until then, so nothing can depend on a stub.
+//! - [`path`]: [`path::RelPath`], the only way a path enters the system (canonical, relative,
+//!   checked once).
+//! - [`api`]: the REST request and response bodies of the design's API contract.
+//!
+//! Not built yet: the QUIC wire messages, codec and tree diff (the sync protocol issue). This
+//! crate does no IO.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod limits;
+pub mod path;

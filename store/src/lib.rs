@@ -14,6 +14,7 @@
 
 pub mod chunk;
 pub mod dir;
+pub mod edit;
 mod error;
 pub mod fs;
 pub mod fsck;
