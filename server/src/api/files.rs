@@ -1,0 +1,477 @@
+//! `/files/*`: list, upload, download, delete and versions of the user's `default` folder.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Buf, Bytes};
+use cairn_protocol::api::{FileInfo, FileList, VersionInfo, VersionList};
+use cairn_protocol::limits::PATH_BYTES_MAX;
+use cairn_protocol::path::RelPath;
+use cairn_store::ingest::{Ingested, ingest_reader};
+use cairn_store::node::{BlockRef, DirEntry, EntryKind, FileNode, Name, Node};
+use cairn_store::{BlockStore, ChunkConfig, NodeId, NodeStore};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use super::{ApiPath, ApiQuery, AppState, AuthUser, ClientIp, now_ms, rfc3339};
+use crate::api::auth::audit;
+use crate::commit::commit_path;
+use crate::db::{self, FileRow};
+use crate::limits::{
+    DOWNLOAD_READ_AHEAD, LIST_PAGE_LEN_DEFAULT, LIST_PAGE_LEN_MAX, UPLOAD_CHANNEL_LEN_MAX,
+};
+
+/// The folder the REST API shows.
+pub const DEFAULT_FOLDER: &str = "default";
+
+/// `?limit=&cursor=` of `GET /files/`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Files per page (default 1,000, at most 10,000).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// List the user's files in path order, a page at a time.
+#[utoipa::path(get, path = "/files/", params(ListQuery), security(("bearer" = [])),
+    responses((status = 200, body = FileList), (status = 401, body = cairn_protocol::api::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<FileList>, ApiError> {
+    let limit = query
+        .limit
+        .unwrap_or(LIST_PAGE_LEN_DEFAULT)
+        .clamp(1, LIST_PAGE_LEN_MAX);
+    let folder = db::folder(&state.db, user.id, DEFAULT_FOLDER)
+        .await?
+        .ok_or(ApiError::NotFound("folder"))?;
+    let after = query.cursor.unwrap_or_default();
+    let mut rows = db::list_files(&state.db, folder.id, &after, i64::from(limit) + 1).await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last().map(|r| r.path.clone())
+    } else {
+        None
+    };
+    Ok(Json(FileList {
+        files: rows.iter().map(file_info).collect(),
+        next_cursor,
+    }))
+}
+
+/// Upload a file (multipart fields `path` and `file`); it is chunked, deduplicated and committed.
+#[utoipa::path(post, path = "/files/upload", security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data", description = "fields `path` (text) and `file` (bytes)"),
+    responses((status = 201, body = FileInfo), (status = 400, body = cairn_protocol::api::ErrorBody),
+              (status = 409, body = cairn_protocol::api::ErrorBody), (status = 413, body = cairn_protocol::api::ErrorBody)))]
+pub async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    mut multipart: Multipart,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut path: Option<RelPath> = None;
+    let mut ingested: Option<Ingested> = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("path") => {
+                let text = field.text().await.map_err(multipart_error)?;
+                if text.len() > PATH_BYTES_MAX {
+                    return Err(ApiError::BadRequest(
+                        "invalid_path",
+                        "a path must be at most 4096 bytes".to_owned(),
+                    ));
+                }
+                path = Some(
+                    RelPath::parse(&text)
+                        .map_err(|e| ApiError::BadRequest("invalid_path", e.to_string()))?,
+                );
+            }
+            Some("file") if ingested.is_some() => {
+                return Err(ApiError::BadRequest(
+                    "invalid_upload",
+                    "send one 'file' field per upload".to_owned(),
+                ));
+            }
+            Some("file") => ingested = Some(receive_file(&state, field).await?),
+            other => {
+                let name = other
+                    .unwrap_or("(unnamed)")
+                    .chars()
+                    .take(64)
+                    .collect::<String>();
+                return Err(ApiError::BadRequest(
+                    "invalid_upload",
+                    format!("unknown field '{name}'; send 'path' and 'file'"),
+                ));
+            }
+        }
+    }
+    let path = path.ok_or_else(|| {
+        ApiError::BadRequest("invalid_upload", "the 'path' field is missing".to_owned())
+    })?;
+    let ingested = ingested.ok_or_else(|| {
+        ApiError::BadRequest("invalid_upload", "the 'file' field is missing".to_owned())
+    })?;
+    let now = now_ms();
+    let node = FileNode::new(0o644, now.saturating_mul(1_000_000), ingested.blocks)
+        .map_err(ApiError::internal)?;
+    let size = node.size();
+    let store = Arc::clone(&state.store);
+    let (child, _) = tokio::task::spawn_blocking(move || store.put_node(&Node::File(node)))
+        .await?
+        .map_err(ApiError::internal)?;
+    let entry = DirEntry {
+        name: Name::new(path.file_name().as_bytes().to_vec()).map_err(ApiError::internal)?,
+        kind: EntryKind::File,
+        size,
+        mtime_ns: now.saturating_mul(1_000_000),
+        mode: 0o644,
+        child,
+    };
+    let committed =
+        commit_path(&state, user.id, DEFAULT_FOLDER, &path, Some(entry), "rest").await?;
+    tracing::info!(user = user.id, path = %path, size, new_blocks = ingested.new_blocks, seq = committed.seq, "uploaded");
+    Ok((StatusCode::CREATED, Json(file_info(&committed.file))))
+}
+
+/// Streams one multipart field into the chunker on a blocking thread, through a bounded
+/// channel: memory stays flat, and a slow disk slows the upload instead of buffering it.
+async fn receive_file(state: &AppState, mut field: Field<'_>) -> Result<Ingested, ApiError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(UPLOAD_CHANNEL_LEN_MAX);
+    let store = Arc::clone(&state.store);
+    let task = tokio::task::spawn_blocking(move || {
+        let reader = ChannelReader {
+            rx,
+            current: Bytes::new(),
+        };
+        ingest_reader(
+            reader,
+            std::path::Path::new("upload"),
+            store.as_ref(),
+            &ChunkConfig::DEFAULT,
+        )
+    });
+    let max = state.config.upload_size_max;
+    let mut total: u64 = 0;
+    let received = loop {
+        match field.chunk().await {
+            Ok(Some(bytes)) => {
+                total += bytes.len() as u64;
+                if total > max {
+                    break Err(ApiError::TooLarge(
+                        "upload_too_large",
+                        format!("uploads are limited to {max} bytes"),
+                    ));
+                }
+                if tx.send(bytes).await.is_err() {
+                    // The chunker stopped early; its error is reported below.
+                    break Ok(());
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(err) => break Err(multipart_error(err)),
+        }
+    };
+    drop(tx);
+    let ingested = task.await?;
+    received?;
+    ingested.map_err(ApiError::internal)
+}
+
+/// A blocking `Read` over chunks arriving on a channel.
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(bytes) => self.current = bytes,
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+fn multipart_error(err: MultipartError) -> ApiError {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::TooLarge("upload_too_large", err.body_text());
+    }
+    ApiError::BadRequest("invalid_multipart", err.body_text())
+}
+
+/// `?version=N` of a download.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadQuery {
+    /// A version number from `/files/{id}/versions`; the current version when absent.
+    pub version: Option<u64>,
+}
+
+/// Stream a file's content (current or `?version=N`); honours a single `Range`.
+#[utoipa::path(get, path = "/files/{file_id}/download", params(("file_id" = i64, Path), DownloadQuery), security(("bearer" = [])),
+    responses((status = 200, content_type = "application/octet-stream"), (status = 206), (status = 404, body = cairn_protocol::api::ErrorBody),
+              (status = 416, body = cairn_protocol::api::ErrorBody)))]
+pub async fn download(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(file_id): ApiPath<i64>,
+    ApiQuery(query): ApiQuery<DownloadQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let file = db::file_for_owner(&state.db, user.id, file_id)
+        .await?
+        .ok_or(ApiError::NotFound("file"))?;
+    let hash = match query.version {
+        Some(version) => {
+            let row = db::version(
+                &state.db,
+                file.id,
+                i64::try_from(version).unwrap_or(i64::MAX),
+            )
+            .await?;
+            row.filter(|v| v.deleted == 0)
+                .ok_or(ApiError::NotFound("version"))?
+                .hash
+        }
+        None if file.deleted != 0 => return Err(ApiError::NotFound("file")),
+        None => file.hash.clone(),
+    };
+    let node_id: NodeId = hash.parse().map_err(ApiError::internal)?;
+    let store = Arc::clone(&state.store);
+    let node = tokio::task::spawn_blocking(move || store.get_node(&node_id))
+        .await?
+        .map_err(ApiError::internal)?;
+    let Node::File(node) = node else {
+        return Err(ApiError::internal(format!(
+            "node {node_id} of file {file_id} is not a file"
+        )));
+    };
+    let size = node.size();
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = match range_header {
+        None => None,
+        Some(text) => Some(parse_range(text, size).ok_or(ApiError::RangeNotSatisfiable(size))?),
+    };
+    let (start, end) = range.unwrap_or((0, size.saturating_sub(1)));
+    let length = if size == 0 { 0 } else { end - start + 1 };
+    let pieces = pieces(node.blocks(), start, length);
+    let store = Arc::clone(&state.store);
+    let stream = futures_util::stream::iter(pieces)
+        .map(move |(id, skip, take)| {
+            let store = Arc::clone(&store);
+            async move {
+                let data = tokio::task::spawn_blocking(move || store.get(&id))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(|err| {
+                        tracing::error!(error = %err, "download failed mid-stream");
+                        std::io::Error::other(err)
+                    })?;
+                Ok::<_, std::io::Error>(Bytes::from(data).slice(skip..skip + take))
+            }
+        })
+        .buffered(DOWNLOAD_READ_AHEAD);
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
+        headers.insert(header::ETAG, etag);
+    }
+    let file_name = file
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or("download")
+        .replace(['"', '\\'], "_");
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+    }
+    Ok(response)
+}
+
+/// Parses a single `bytes=` range into inclusive `(start, end)` within `size`; `None` when it
+/// cannot be satisfied (multiple ranges are not supported and count as unsatisfiable).
+pub fn parse_range(text: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = text.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let len: u64 = suffix.parse().ok()?;
+            if len == 0 {
+                return None;
+            }
+            (size.saturating_sub(len), size - 1)
+        }
+        (start, "") => (start.parse().ok()?, size - 1),
+        (start, end) => (start.parse().ok()?, end.parse::<u64>().ok()?.min(size - 1)),
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+/// Which part of which block covers bytes `start .. start + length`.
+fn pieces(
+    blocks: &[BlockRef],
+    start: u64,
+    length: u64,
+) -> Vec<(cairn_store::BlockId, usize, usize)> {
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    let end = start + length;
+    for block in blocks {
+        let block_end = offset + u64::from(block.len);
+        if block_end > start && offset < end {
+            let skip = start.saturating_sub(offset);
+            let take = block_end.min(end) - offset - skip;
+            out.push((
+                block.id,
+                usize::try_from(skip).unwrap_or(0),
+                usize::try_from(take).unwrap_or(0),
+            ));
+        }
+        offset = block_end;
+        if offset >= end {
+            break;
+        }
+    }
+    out
+}
+
+/// Delete a file; its versions stay in the history.
+#[utoipa::path(delete, path = "/files/{file_id}", params(("file_id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = cairn_protocol::api::ErrorBody)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ClientIp(ip): ClientIp,
+    ApiPath(file_id): ApiPath<i64>,
+) -> Result<StatusCode, ApiError> {
+    let file = db::file_for_owner(&state.db, user.id, file_id).await?;
+    let Some(file) = file.filter(|f| f.deleted == 0) else {
+        audit(
+            &state,
+            Some(user.id),
+            &user.name,
+            &ip,
+            "delete",
+            "not found",
+        )
+        .await;
+        return Err(ApiError::NotFound("file"));
+    };
+    let path = RelPath::parse(&file.path).map_err(ApiError::internal)?;
+    commit_path(&state, user.id, DEFAULT_FOLDER, &path, None, "rest").await?;
+    audit(&state, Some(user.id), &user.name, &ip, "delete", "ok").await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A file's versions, newest first (deletions included).
+#[utoipa::path(get, path = "/files/{file_id}/versions", params(("file_id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = VersionList), (status = 404, body = cairn_protocol::api::ErrorBody)))]
+pub async fn versions(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(file_id): ApiPath<i64>,
+) -> Result<Json<VersionList>, ApiError> {
+    let file = db::file_for_owner(&state.db, user.id, file_id)
+        .await?
+        .ok_or(ApiError::NotFound("file"))?;
+    let rows = db::versions(&state.db, file.id).await?;
+    let versions = rows
+        .into_iter()
+        .map(|v| VersionInfo {
+            version: u64::try_from(v.version).unwrap_or(0),
+            size: u64::try_from(v.size).unwrap_or(0),
+            hash: v.hash,
+            created_at: rfc3339(v.created_at),
+            deleted: v.deleted != 0,
+            device: v.device,
+        })
+        .collect();
+    Ok(Json(VersionList { versions }))
+}
+
+/// The REST view of a file row.
+pub fn file_info(row: &FileRow) -> FileInfo {
+    FileInfo {
+        id: row.id,
+        path: row.path.clone(),
+        size: u64::try_from(row.size).unwrap_or(0),
+        hash: row.hash.clone(),
+        version: u64::try_from(row.version).unwrap_or(0),
+        modified_at: rfc3339(row.modified_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let check =
+            |text, size, expect| assert_eq!(parse_range(text, size), expect, "{text} of {size}");
+        check("bytes=0-99", 1000, Some((0, 99)));
+        check("bytes=900-", 1000, Some((900, 999)));
+        check("bytes=-100", 1000, Some((900, 999)));
+        check("bytes=-5000", 1000, Some((0, 999)));
+        check("bytes=990-2000", 1000, Some((990, 999)));
+        check("bytes=1000-", 1000, None);
+        check("bytes=5-4", 1000, None);
+        check("bytes=-0", 1000, None);
+        check("bytes=0-1,5-6", 1000, None);
+        check("items=0-1", 1000, None);
+        check("bytes=0-0", 0, None);
+    }
+
+    #[test]
+    fn pieces_cover_the_range() {
+        let id = cairn_store::BlockId::of(b"x");
+        let blocks = [
+            BlockRef { id, len: 10 },
+            BlockRef { id, len: 10 },
+            BlockRef { id, len: 5 },
+        ];
+        assert_eq!(
+            pieces(&blocks, 0, 25),
+            vec![(id, 0, 10), (id, 0, 10), (id, 0, 5)]
+        );
+        assert_eq!(pieces(&blocks, 8, 5), vec![(id, 8, 2), (id, 0, 3)]);
+        assert_eq!(pieces(&blocks, 22, 3), vec![(id, 2, 3)]);
+        assert!(pieces(&blocks, 0, 0).is_empty());
+    }
+}

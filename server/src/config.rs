@@ -1,0 +1,23 @@
+//! The server's validated configuration, built once by `main` from flags and environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything the server needs to run; no code below `main` reads the environment.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Data directory (SQLite database, block store, generated secrets).
+    pub data_dir: PathBuf,
+    /// Metadata database: `sqlite://...` or `postgres://...`.
+    pub database_url: String,
+    /// Where blocks are stored.
+    pub storage_path: PathBuf,
+    /// HS256 key for access tokens.
+    pub jwt_secret: Vec<u8>,
+    /// Storage quota of new users, in bytes.
+    pub quota_default: u64,
+    /// Largest single upload, in bytes.
+    pub upload_size_max: u64,
+}

@@ -1,0 +1,620 @@
+//! Metadata in SQL through `sqlx::Any`: SQLite (the embedded default) or PostgreSQL.
+//!
+//! One set of queries serves both: `$N` placeholders (SQLite reads them as numbered
+//! parameters), `ON CONFLICT` upserts and `RETURNING`, all supported by both engines. Times are
+//! Unix milliseconds, flags 0/1 integers, ids hex text, so every value crosses `Any` as `i64` or
+//! `String`. Every write transaction starts with a write, so SQLite takes its write lock at once
+//! and waits on `busy_timeout` instead of failing a lock upgrade.
+//!
+//! This module holds SQL and nothing else: no HTTP, no decisions.
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyConnection, AnyPool, Executor, FromRow, Row};
+use std::str::FromStr;
+
+/// Which engine a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// SQLite, one file in the data directory.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The metadata database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// A database error, or a unique constraint that a caller wants to tell apart.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A row with the same unique key exists.
+    #[error("already exists")]
+    Conflict,
+    /// Anything else.
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Result with [`DbError`].
+pub type DbResult<T> = Result<T, DbError>;
+
+fn map_unique(err: sqlx::Error) -> DbError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => DbError::Conflict,
+        _ => DbError::Sql(err),
+    }
+}
+
+impl Db {
+    /// Connects (creating a SQLite file if needed).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn connect(url: &str) -> DbResult<Db> {
+        install_default_drivers();
+        let engine = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Engine::Postgres
+        } else {
+            Engine::Sqlite
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if engine == Engine::Sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Db { pool, engine })
+    }
+
+    /// Runs the migrations that have not run yet.
+    ///
+    /// # Errors
+    /// Migration errors.
+    pub async fn migrate(&self) -> DbResult<()> {
+        match self.engine {
+            Engine::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Engine::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The engine behind the pool.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The pool, for transactions.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A cheap round trip, for `/health`.
+    ///
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn ping(&self) -> DbResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A user row.
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+}
+
+/// Creates a user and their `default` folder in one transaction.
+///
+/// # Errors
+/// [`DbError::Conflict`] when the username or email is taken.
+pub async fn create_user(
+    db: &Db,
+    username: &str,
+    email: &str,
+    password_hash: &str,
+    quota: i64,
+    empty_root: &str,
+    now: i64,
+) -> DbResult<i64> {
+    let mut tx = db.pool.begin().await?;
+    let id: i64 = sqlx::query(
+        "INSERT INTO users (username, email, password_hash, quota_bytes, used_bytes, created_at) \
+         VALUES ($1, $2, $3, $4, 0, $5) RETURNING id",
+    )
+    .bind(username)
+    .bind(email)
+    .bind(password_hash)
+    .bind(quota)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_unique)?
+    .try_get("id")?;
+    sqlx::query(
+        "INSERT INTO folders (owner_id, name, head_seq, head_root, created_at) VALUES ($1, 'default', 0, $2, $3)",
+    )
+    .bind(id)
+    .bind(empty_root)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Finds a user by login name.
+///
+/// # Errors
+/// SQL errors.
+pub async fn user_by_name(db: &Db, username: &str) -> DbResult<Option<UserRow>> {
+    Ok(
+        sqlx::query_as("SELECT id, username, email, password_hash FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&db.pool)
+            .await?,
+    )
+}
+
+/// A refresh token row.
+#[derive(Debug, Clone, FromRow)]
+pub struct TokenRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub family: String,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// Stores a new refresh token (hashed).
+///
+/// # Errors
+/// SQL errors.
+pub async fn insert_refresh(
+    db: &Db,
+    user_id: i64,
+    family: &str,
+    token_hash: &str,
+    now: i64,
+    expires_at: i64,
+) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (user_id, family, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(user_id)
+    .bind(family)
+    .bind(token_hash)
+    .bind(now)
+    .bind(expires_at)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// Finds a refresh token by its hash.
+///
+/// # Errors
+/// SQL errors.
+pub async fn refresh_by_hash(db: &Db, token_hash: &str) -> DbResult<Option<TokenRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, user_id, family, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(&db.pool)
+    .await?)
+}
+
+/// Marks a token used, only if it still is unused and unrevoked; false when a concurrent
+/// request used it first (which the caller treats as reuse).
+///
+/// # Errors
+/// SQL errors.
+pub async fn mark_refresh_used(db: &Db, id: i64, now: i64) -> DbResult<bool> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Revokes every token of a family; returns how many were still live.
+///
+/// # Errors
+/// SQL errors.
+pub async fn revoke_family(db: &Db, family: &str, now: i64) -> DbResult<u64> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(family)
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A folder's id and head.
+#[derive(Debug, Clone, FromRow)]
+pub struct FolderRow {
+    pub id: i64,
+    pub name: String,
+    pub head_seq: i64,
+    pub head_root: String,
+}
+
+/// The user's folder called `name`.
+///
+/// # Errors
+/// SQL errors.
+pub async fn folder(db: &Db, owner_id: i64, name: &str) -> DbResult<Option<FolderRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, head_seq, head_root FROM folders WHERE owner_id = $1 AND name = $2",
+    )
+    .bind(owner_id)
+    .bind(name)
+    .fetch_optional(&db.pool)
+    .await?)
+}
+
+/// A file row of the REST index.
+#[derive(Debug, Clone, FromRow)]
+pub struct FileRow {
+    pub id: i64,
+    pub folder_id: i64,
+    pub path: String,
+    pub version: i64,
+    pub size: i64,
+    pub hash: String,
+    pub modified_at: i64,
+    pub deleted: i64,
+}
+
+/// Live files of a folder after `after` in path order, at most `limit`.
+///
+/// # Errors
+/// SQL errors.
+pub async fn list_files(
+    db: &Db,
+    folder_id: i64,
+    after: &str,
+    limit: i64,
+) -> DbResult<Vec<FileRow>> {
+    Ok(sqlx::query_as(
+        "SELECT f.id, f.folder_id, f.path, f.version, f.size, f.hash, f.modified_at, f.deleted FROM files f \
+         WHERE f.folder_id = $1 AND f.deleted = 0 AND f.path > $2 ORDER BY f.path LIMIT $3",
+    )
+    .bind(folder_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// A file by id, only if it is in a folder the user owns (object-level authorization).
+///
+/// # Errors
+/// SQL errors.
+pub async fn file_for_owner(db: &Db, owner_id: i64, file_id: i64) -> DbResult<Option<FileRow>> {
+    Ok(sqlx::query_as(
+        "SELECT f.id, f.folder_id, f.path, f.version, f.size, f.hash, f.modified_at, f.deleted FROM files f \
+         JOIN folders d ON d.id = f.folder_id WHERE f.id = $1 AND d.owner_id = $2",
+    )
+    .bind(file_id)
+    .bind(owner_id)
+    .fetch_optional(&db.pool)
+    .await?)
+}
+
+/// One version of a file.
+#[derive(Debug, Clone, FromRow)]
+pub struct VersionRow {
+    pub version: i64,
+    pub seq: i64,
+    pub size: i64,
+    pub hash: String,
+    pub deleted: i64,
+    pub device: String,
+    pub created_at: i64,
+}
+
+/// Every version of a file, newest first.
+///
+/// # Errors
+/// SQL errors.
+pub async fn versions(db: &Db, file_id: i64) -> DbResult<Vec<VersionRow>> {
+    Ok(sqlx::query_as(
+        "SELECT version, seq, size, hash, deleted, device, created_at FROM file_versions \
+         WHERE file_id = $1 ORDER BY version DESC",
+    )
+    .bind(file_id)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// One version of a file.
+///
+/// # Errors
+/// SQL errors.
+pub async fn version(db: &Db, file_id: i64, version: i64) -> DbResult<Option<VersionRow>> {
+    Ok(sqlx::query_as(
+        "SELECT version, seq, size, hash, deleted, device, created_at FROM file_versions \
+         WHERE file_id = $1 AND version = $2",
+    )
+    .bind(file_id)
+    .bind(version)
+    .fetch_optional(&db.pool)
+    .await?)
+}
+
+/// A change for `/sync/changes`.
+#[derive(Debug, Clone, FromRow)]
+pub struct ChangeRow {
+    pub seq: i64,
+    pub id: i64,
+    pub path: String,
+    pub version: i64,
+    pub deleted: i64,
+    pub size: i64,
+    pub hash: String,
+}
+
+/// Changes of a folder with `seq > since`, oldest first, at most `limit`.
+///
+/// # Errors
+/// SQL errors.
+pub async fn changes(db: &Db, folder_id: i64, since: i64, limit: i64) -> DbResult<Vec<ChangeRow>> {
+    Ok(sqlx::query_as(
+        "SELECT v.seq, f.id, f.path, v.version, v.deleted, v.size, v.hash FROM file_versions v \
+         JOIN files f ON f.id = v.file_id WHERE v.folder_id = $1 AND v.seq > $2 \
+         ORDER BY v.seq, f.path LIMIT $3",
+    )
+    .bind(folder_id)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// Records a heartbeat.
+///
+/// # Errors
+/// SQL errors.
+pub async fn heartbeat(
+    db: &Db,
+    user_id: i64,
+    client_id: &str,
+    status: &str,
+    now: i64,
+) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO clients (user_id, client_id, status, last_seen) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (user_id, client_id) DO UPDATE SET status = excluded.status, last_seen = excluded.last_seen",
+    )
+    .bind(user_id)
+    .bind(client_id)
+    .bind(status)
+    .bind(now)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// One audit record: who did what, from where, with what result. Never a secret or content.
+#[derive(Debug, Clone)]
+pub struct AuditRecord<'a> {
+    pub at: i64,
+    pub user_id: Option<i64>,
+    pub actor: &'a str,
+    pub ip: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub result: &'a str,
+}
+
+/// Appends to the audit log.
+///
+/// # Errors
+/// SQL errors.
+pub async fn audit(db: &Db, record: &AuditRecord<'_>) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, user_id, actor, ip, action, target, result) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(record.at)
+    .bind(record.user_id)
+    .bind(record.actor)
+    .bind(record.ip)
+    .bind(record.action)
+    .bind(record.target)
+    .bind(record.result)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// What one commit changes in the REST index.
+#[derive(Debug, Clone)]
+pub struct CommitRecord<'a> {
+    pub folder_id: i64,
+    pub owner_id: i64,
+    pub base_seq: i64,
+    pub new_root: &'a str,
+    pub device: &'a str,
+    pub now: i64,
+    pub path: &'a str,
+    /// Size and node id of the new version; `None` for a delete.
+    pub content: Option<(i64, &'a str)>,
+    /// Change in the owner's used bytes.
+    pub usage_delta: i64,
+}
+
+/// The outcome of [`commit`].
+#[derive(Debug, Clone)]
+pub enum CommitOutcome {
+    /// Committed as `seq`; the file row after the change.
+    Done { seq: i64, file: FileRow },
+    /// The head moved since `base_seq`: re-read it and try again.
+    Stale,
+    /// The owner's quota does not admit the change.
+    OverQuota,
+}
+
+/// Commits a change: compare-and-swap on the folder head, the commit row, the file index and
+/// the quota, all in one transaction.
+///
+/// # Errors
+/// SQL errors.
+pub async fn commit(db: &Db, record: &CommitRecord<'_>) -> DbResult<CommitOutcome> {
+    let mut tx = db.pool.begin().await?;
+    let seq = record.base_seq + 1;
+    let swapped = sqlx::query(
+        "UPDATE folders SET head_seq = $1, head_root = $2 WHERE id = $3 AND head_seq = $4",
+    )
+    .bind(seq)
+    .bind(record.new_root)
+    .bind(record.folder_id)
+    .bind(record.base_seq)
+    .execute(&mut *tx)
+    .await?;
+    if swapped.rows_affected() != 1 {
+        return Ok(CommitOutcome::Stale);
+    }
+    if !adjust_usage(&mut tx, record.owner_id, record.usage_delta).await? {
+        return Ok(CommitOutcome::OverQuota);
+    }
+    let (size, hash, deleted) = match record.content {
+        Some((size, hash)) => (size, hash, 0i64),
+        None => (0, "", 1),
+    };
+    let file: FileRow = sqlx::query_as(
+        "INSERT INTO files (folder_id, path, version, size, hash, modified_at, deleted) VALUES ($1, $2, 1, $3, $4, $5, $6) \
+         ON CONFLICT (folder_id, path) DO UPDATE SET version = files.version + 1, size = excluded.size, \
+         hash = excluded.hash, modified_at = excluded.modified_at, deleted = excluded.deleted \
+         RETURNING id, folder_id, path, version, size, hash, modified_at, deleted",
+    )
+    .bind(record.folder_id)
+    .bind(record.path)
+    .bind(size)
+    .bind(hash)
+    .bind(record.now)
+    .bind(deleted)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO file_versions (file_id, version, folder_id, seq, size, hash, deleted, device, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(file.id)
+    .bind(file.version)
+    .bind(record.folder_id)
+    .bind(seq)
+    .bind(size)
+    .bind(hash)
+    .bind(deleted)
+    .bind(record.device)
+    .bind(record.now)
+    .execute(&mut *tx)
+    .await?;
+    let (files, bytes): (i64, i64) = {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS b FROM files WHERE folder_id = $1 AND deleted = 0",
+        )
+        .bind(record.folder_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        (row.try_get("n")?, row.try_get("b")?)
+    };
+    sqlx::query(
+        "INSERT INTO commits (folder_id, seq, root, parent_seq, device, created_at, files, bytes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(record.folder_id)
+    .bind(seq)
+    .bind(record.new_root)
+    .bind(record.base_seq)
+    .bind(record.device)
+    .bind(record.now)
+    .bind(files)
+    .bind(bytes)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(CommitOutcome::Done { seq, file })
+}
+
+async fn adjust_usage(conn: &mut AnyConnection, user_id: i64, delta: i64) -> DbResult<bool> {
+    let done = sqlx::query(
+        "UPDATE users SET used_bytes = used_bytes + $1 WHERE id = $2 AND used_bytes + $1 <= quota_bytes",
+    )
+    .bind(delta)
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1 || delta <= 0 && force_usage(conn, user_id, delta).await?)
+}
+
+/// A change that frees space always passes, even over quota (after a quota was lowered).
+async fn force_usage(conn: &mut AnyConnection, user_id: i64, delta: i64) -> DbResult<bool> {
+    sqlx::query("UPDATE users SET used_bytes = used_bytes + $1 WHERE id = $2")
+        .bind(delta)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
+
+/// Every folder's head root, for `cairn-server check`.
+///
+/// # Errors
+/// SQL errors.
+pub async fn all_roots(db: &Db) -> DbResult<Vec<String>> {
+    let rows = sqlx::query("SELECT root FROM commits UNION SELECT head_root AS root FROM folders")
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>("root").map_err(DbError::from))
+        .collect()
+}
+
+/// Finds a user by id.
+///
+/// # Errors
+/// SQL errors.
+pub async fn user_by_id(db: &Db, id: i64) -> DbResult<Option<UserRow>> {
+    Ok(
+        sqlx::query_as("SELECT id, username, email, password_hash FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?,
+    )
+}

@@ -1,0 +1,52 @@
+//! Real-time events between commits and connected clients, behind [`EventBus`] so instances can
+//! fan out through Redis later; [`LocalBus`] is the in-process default.
+//!
+//! Events are addressed to a user. The bus is lossy by design: a subscriber that falls behind
+//! by more than [`crate::limits::BUS_CAPACITY`] events misses some and is told so (it should
+//! resync from `/sync/changes`), so no slow client makes memory grow.
+
+use cairn_protocol::api::Event;
+use tokio::sync::broadcast;
+
+use crate::limits::BUS_CAPACITY;
+
+/// An event for one user.
+#[derive(Debug, Clone)]
+pub struct UserEvent {
+    /// Whose folders the event is about.
+    pub user_id: i64,
+    /// The event.
+    pub event: Event,
+}
+
+/// Publishes events and hands out subscriptions.
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes to every subscriber (of every instance).
+    fn publish(&self, event: UserEvent);
+    /// A new subscription to all events; callers filter by user.
+    fn subscribe(&self) -> broadcast::Receiver<UserEvent>;
+}
+
+/// The in-process bus: one bounded broadcast channel.
+#[derive(Debug)]
+pub struct LocalBus {
+    sender: broadcast::Sender<UserEvent>,
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        let (sender, _) = broadcast::channel(BUS_CAPACITY);
+        LocalBus { sender }
+    }
+}
+
+impl EventBus for LocalBus {
+    fn publish(&self, event: UserEvent) {
+        // No subscribers is not an error: nobody is connected.
+        let _ = self.sender.send(event);
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<UserEvent> {
+        self.sender.subscribe()
+    }
+}

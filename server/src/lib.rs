@@ -1,0 +1,132 @@
+//! `cairn-server`: the server every Cairn client talks to.
+//!
+//! [`Server::start`] opens the metadata database (SQLite by default, PostgreSQL by URL), runs
+//! migrations, opens the block store and serves the REST + WebSocket API of
+//! `../shared/design.md` until the shutdown future resolves. The QUIC sync endpoint comes with the
+//! sync protocol issue. Decisions live in pure functions (`auth::rotate`,
+//! `ratelimit::Window::hit`, `files::parse_range`); handlers gather inputs and carry them out.
+
+pub mod api;
+pub mod auth;
+pub mod commit;
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod limits;
+pub mod ratelimit;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cairn_store::dir::{chunk_dir, store_dir};
+use cairn_store::fs::{FsBlockStore, FsStoreOptions};
+use cairn_store::fsck::{FsckOptions, FsckReport, fsck};
+use cairn_store::{BlockStore, NodeId};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::api::{AppState, Inner};
+use crate::auth::TokenKeys;
+use crate::config::ServerConfig;
+use crate::db::Db;
+use crate::events::LocalBus;
+use crate::ratelimit::LocalRateLimiter;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The metadata database.
+    #[error("database: {0}")]
+    Db(#[from] db::DbError),
+    /// The block store.
+    #[error("block store: {0}")]
+    Store(#[from] cairn_store::Error),
+    /// Listening or serving.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A blocking task failed.
+    #[error("internal: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A running server's parts, before it serves.
+pub struct Server {
+    state: AppState,
+}
+
+impl Server {
+    /// Opens the database and block store and runs migrations.
+    ///
+    /// # Errors
+    /// When the database or the store cannot be opened or migrated.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let db = Db::connect(&config.database_url).await?;
+        db.migrate().await?;
+        let storage = config.storage_path.clone();
+        let (store, empty_root) =
+            tokio::task::spawn_blocking(move || open_store(storage)).await??;
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let state = AppState::new(Inner {
+            db,
+            store: Arc::new(store),
+            keys: TokenKeys::new(&config.jwt_secret),
+            limiter: Arc::new(LocalRateLimiter::default()),
+            bus: Arc::new(LocalBus::default()),
+            empty_root,
+            cpu: Semaphore::new(cores),
+            config,
+        });
+        Ok(Server { state })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains requests in flight.
+    ///
+    /// # Errors
+    /// IO errors of the listener.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let router = api::router(self.state.clone());
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        self.state.db.close().await;
+        let store = Arc::clone(&self.state.store);
+        tokio::task::spawn_blocking(move || store.sync()).await??;
+        Ok(())
+    }
+
+    /// Checks every tree the metadata references against the block store (re-hashing data).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn check(&self) -> Result<FsckReport, ServerError> {
+        let roots: Vec<NodeId> = db::all_roots(&self.state.db)
+            .await?
+            .iter()
+            .filter_map(|r| r.parse().ok())
+            .collect();
+        let store = Arc::clone(&self.state.store);
+        let options = FsckOptions {
+            verify_data: true,
+            scan_unreferenced: true,
+        };
+        Ok(tokio::task::spawn_blocking(move || fsck(store.as_ref(), &roots, &options)).await??)
+    }
+}
+
+/// Opens the block store and makes sure the empty directory node (every new folder's root)
+/// is in it.
+fn open_store(path: std::path::PathBuf) -> Result<(FsBlockStore, NodeId), cairn_store::Error> {
+    let store = FsBlockStore::open(path, FsStoreOptions::DEFAULT)?;
+    let empty = chunk_dir(Vec::new())?;
+    store_dir(&store, &empty)?;
+    store.sync()?;
+    Ok((store, empty.root))
+}

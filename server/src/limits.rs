@@ -1,0 +1,64 @@
+//! Every bound the server enforces, with its reasoning. Docs name these constants.
+
+use std::time::Duration;
+
+/// Largest JSON request body: 64 KiB. Auth and heartbeat bodies are a few hundred bytes.
+pub const JSON_BODY_SIZE_MAX: usize = 64 * 1024;
+
+/// Largest single upload by default: 16 GiB (configurable with `--upload-size-max`).
+pub const UPLOAD_SIZE_MAX_DEFAULT: u64 = 16 * 1024 * 1024 * 1024;
+
+/// Default storage quota of a new user: 10 GiB (configurable with `--quota`).
+pub const QUOTA_DEFAULT: u64 = 10 * 1024 * 1024 * 1024;
+
+/// Chunks of an upload in flight between the network and the chunker: 16 (~ 1 MiB), so a slow
+/// disk slows the upload down instead of buffering it in memory.
+pub const UPLOAD_CHANNEL_LEN_MAX: usize = 16;
+
+/// Blocks read ahead while streaming a download: 4 (~1 MiB at the default block size).
+pub const DOWNLOAD_READ_AHEAD: usize = 4;
+
+/// Attempts at a commit whose compare-and-swap on the head lost to a concurrent commit: 16.
+/// Each retry re-reads the head, so 16 only fails under a commit storm on one folder.
+pub const COMMIT_ATTEMPTS_MAX: u32 = 16;
+
+/// Files per page of `GET /files/`: default 1,000, at most 10,000.
+pub const LIST_PAGE_LEN_DEFAULT: u32 = 1000;
+/// See [`LIST_PAGE_LEN_DEFAULT`].
+pub const LIST_PAGE_LEN_MAX: u32 = 10_000;
+
+/// Changes per page of `GET /sync/changes`: 10,000.
+pub const CHANGES_PAGE_LEN_MAX: u32 = 10_000;
+
+/// Access token lifetime: 15 minutes (OWASP: minutes, not hours).
+pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Refresh token lifetime: 30 days, each use rotates it.
+pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Login and refresh attempts per IP address per minute: 20.
+pub const AUTH_ATTEMPTS_PER_IP_PER_MINUTE: u32 = 20;
+
+/// Login attempts per username per minute: 5 (slows password guessing to 7,200 a day).
+pub const AUTH_ATTEMPTS_PER_USER_PER_MINUTE: u32 = 5;
+
+/// Keys the in-process rate limiter tracks before it evicts the oldest: 100,000.
+pub const RATE_LIMIT_KEYS_MAX: usize = 100_000;
+
+/// Events queued for one WebSocket client before it is dropped as too slow: 256.
+pub const WS_QUEUE_LEN_MAX: usize = 256;
+
+/// Largest message a WebSocket client may send: 4 KiB (clients only send pings and acks).
+pub const WS_MESSAGE_SIZE_MAX: usize = 4 * 1024;
+
+/// Events buffered by the in-process bus for all subscribers: 1,024.
+pub const BUS_CAPACITY: usize = 1024;
+
+/// Interval of WebSocket heartbeat events: 20 s, under common 30-60 s proxy idle timeouts.
+pub const WS_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
+
+/// Longest client id: 64 characters.
+pub const CLIENT_ID_LEN_MAX: usize = 64;
+
+/// Time a graceful shutdown waits for requests in flight: 10 s.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -1,0 +1,399 @@
+//! Upload, list, download (whole, ranges, versions), delete, versions, changes, heartbeat,
+//! health, the OpenAPI document and `cairn-server check`.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{Engine, TestServer, assert_error, bytes};
+
+crate::both_databases!(
+    file_lifecycle,
+    listing_pages,
+    quota_is_enforced,
+    changes_heartbeat_health_openapi,
+    check_command_finds_corruption
+);
+
+async fn file_lifecycle(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (token, _) = server.user("ann").await;
+    let data = bytes(3_000_000, 1);
+    let uploaded = server.upload(&token, "docs/report.bin", data.clone()).await;
+    assert_eq!(uploaded.status(), StatusCode::CREATED);
+    let file: Value = uploaded.json().await.expect("json");
+    let id = file["id"].as_i64().expect("id");
+    assert_eq!(
+        (
+            file["path"].as_str(),
+            file["size"].as_u64(),
+            file["version"].as_u64()
+        ),
+        (Some("docs/report.bin"), Some(3_000_000), Some(1))
+    );
+    assert_eq!(file["hash"].as_str().map(str::len), Some(64));
+    assert!(
+        file["modified_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    let download = server.get(&token, &format!("/files/{id}/download")).await;
+    assert_eq!(download.status(), StatusCode::OK);
+    assert_eq!(download.headers()["content-length"], "3000000");
+    assert_eq!(download.bytes().await.expect("body").as_ref(), &data[..]);
+
+    let ranged = server
+        .client
+        .get(server.url(&format!("/files/{id}/download")))
+        .bearer_auth(&token)
+        .header("Range", "bytes=262000-262999")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        ranged.headers()["content-range"],
+        "bytes 262000-262999/3000000"
+    );
+    assert_eq!(
+        ranged.bytes().await.expect("body").as_ref(),
+        &data[262_000..263_000]
+    );
+    let bad_range = server
+        .client
+        .get(server.url(&format!("/files/{id}/download")))
+        .bearer_auth(&token)
+        .header("Range", "bytes=5000000-")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(bad_range.headers()["content-range"], "bytes */3000000");
+    assert_error(
+        bad_range,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range_not_satisfiable",
+    )
+    .await;
+
+    // A second version keeps the id; the first stays downloadable.
+    let edited = bytes(1_000, 2);
+    let second: Value = server
+        .upload(&token, "docs/report.bin", edited.clone())
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (second["id"].as_i64(), second["version"].as_u64()),
+        (Some(id), Some(2))
+    );
+    let old = server
+        .get(&token, &format!("/files/{id}/download?version=1"))
+        .await;
+    assert_eq!(old.bytes().await.expect("body").as_ref(), &data[..]);
+
+    assert_eq!(
+        server
+            .client
+            .delete(server.url(&format!("/files/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request")
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let listing: Value = server
+        .get(&token, "/files/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listing["files"], json!([]));
+    assert_error(
+        server.get(&token, &format!("/files/{id}/download")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let versions: Value = server
+        .get(&token, &format!("/files/{id}/versions"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let list = versions["versions"].as_array().expect("versions");
+    assert_eq!(list.len(), 3);
+    assert_eq!(
+        (list[0]["version"].as_u64(), list[0]["deleted"].as_bool()),
+        (Some(3), Some(true))
+    );
+    assert_eq!(
+        (list[2]["version"].as_u64(), list[2]["size"].as_u64()),
+        (Some(1), Some(3_000_000))
+    );
+    let restored = server
+        .get(&token, &format!("/files/{id}/download?version=2"))
+        .await;
+    assert_eq!(
+        restored.bytes().await.expect("body").as_ref(),
+        &edited[..],
+        "deleted files stay in history"
+    );
+    assert_error(
+        server
+            .client
+            .delete(server.url(&format!("/files/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request"),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+
+    // Uploading the same content twice stores it once; empty files work.
+    let empty: Value = server
+        .upload(&token, "empty.txt", Vec::new())
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(empty["size"], 0);
+    let body = server
+        .get(&token, &format!("/files/{}/download", empty["id"]))
+        .await
+        .bytes()
+        .await
+        .expect("body");
+    assert!(body.is_empty());
+}
+
+async fn listing_pages(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (token, _) = server.user("ann").await;
+    for idx in 0..7 {
+        assert_eq!(
+            server
+                .upload(&token, &format!("dir/f{idx}.txt"), vec![b'x'; idx])
+                .await
+                .status(),
+            StatusCode::CREATED
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("/files/?limit=3&cursor={c}"),
+            None => "/files/?limit=3".to_owned(),
+        };
+        let page: Value = server.get(&token, &query).await.json().await.expect("json");
+        seen.extend(
+            page["files"]
+                .as_array()
+                .expect("files")
+                .iter()
+                .map(|f| f["path"].as_str().expect("path").to_owned()),
+        );
+        match page.get("next_cursor").and_then(Value::as_str) {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..7).map(|i| format!("dir/f{i}.txt")).collect();
+    assert_eq!(seen, expected);
+    assert_error(
+        server.get(&token, "/files/?limit=abc").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
+}
+
+async fn quota_is_enforced(engine: Engine) {
+    let server = TestServer::start_with(engine, |config| config.quota_default = 100_000).await;
+    let (token, _) = server.user("ann").await;
+    assert_eq!(
+        server
+            .upload(&token, "a.bin", bytes(60_000, 1))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let over = server.upload(&token, "b.bin", bytes(60_000, 2)).await;
+    assert_error(over, StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded").await;
+    // Replacing a file counts only the difference.
+    assert_eq!(
+        server
+            .upload(&token, "a.bin", bytes(90_000, 3))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let listing: Value = server
+        .get(&token, "/files/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        listing["files"].as_array().map(Vec::len),
+        Some(1),
+        "the refused upload left nothing behind"
+    );
+}
+
+async fn changes_heartbeat_health_openapi(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (token, _) = server.user("ann").await;
+    let empty: Value = server
+        .get(&token, "/sync/changes?since=0")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(empty["head"]["seq"], 0);
+    assert_eq!(empty["changes"], json!([]));
+    server.upload(&token, "a.txt", b"one".to_vec()).await;
+    server.upload(&token, "b.txt", b"two".to_vec()).await;
+    let changes: Value = server
+        .get(&token, "/sync/changes?since=1")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(changes["head"]["seq"], 2);
+    assert_eq!(changes["changes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(changes["changes"][0]["path"], "b.txt");
+    assert_eq!(changes["more"], false);
+
+    let beat = server
+        .client
+        .post(server.url("/sync/heartbeat"))
+        .bearer_auth(&token)
+        .json(&json!({"client_id": "laptop-1", "status": "idle"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(beat.status(), StatusCode::OK);
+    let beat: Value = beat.json().await.expect("json");
+    assert_eq!(beat["head"], changes["head"]);
+    let bad = server
+        .client
+        .post(server.url("/sync/heartbeat"))
+        .bearer_auth(&token)
+        .json(&json!({"client_id": "../etc"}))
+        .send()
+        .await
+        .expect("request");
+    assert_error(bad, StatusCode::BAD_REQUEST, "invalid_client_id").await;
+
+    let health: Value = server
+        .client
+        .get(server.url("/health"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (
+            health["status"].as_str(),
+            health["database"].as_str(),
+            health["store"].as_str()
+        ),
+        (Some("ok"), Some("ok"), Some("ok"))
+    );
+
+    let doc: Value = server
+        .client
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    for path in [
+        "/auth/register",
+        "/auth/login",
+        "/auth/refresh",
+        "/auth/logout",
+        "/files/",
+        "/files/upload",
+        "/files/{file_id}/download",
+        "/files/{file_id}",
+        "/files/{file_id}/versions",
+        "/sync/changes",
+        "/sync/heartbeat",
+        "/health",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "OpenAPI lacks {path}");
+    }
+    for schema in [
+        "FileInfo",
+        "TokenResponse",
+        "ErrorBody",
+        "ChangeList",
+        "Event",
+    ] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "OpenAPI lacks schema {schema}"
+        );
+    }
+}
+
+async fn check_command_finds_corruption(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (token, _) = server.user("ann").await;
+    server.upload(&token, "a.bin", bytes(500_000, 9)).await;
+    server.upload(&token, "b/c.bin", bytes(10_000, 8)).await;
+    let database_url = server.database_url.clone();
+    let dir = server.stop().await;
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cairn-server"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--database-url")
+            .arg(&database_url)
+            .arg("check")
+            .output()
+            .expect("run cairn-server check")
+    };
+    let clean = check();
+    let stdout = String::from_utf8_lossy(&clean.stdout);
+    assert!(
+        clean.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    assert!(stdout.contains("; 0 problems"), "{stdout}");
+    // Damage one stored block: check must name it and fail.
+    let shard = std::fs::read_dir(dir.path().join("blocks/blocks"))
+        .expect("shards")
+        .next()
+        .expect("a shard")
+        .expect("entry")
+        .path();
+    let block = std::fs::read_dir(&shard)
+        .expect("blocks")
+        .next()
+        .expect("a block")
+        .expect("entry")
+        .path();
+    let mut stored = std::fs::read(&block).expect("read");
+    let last = stored.len() - 1;
+    stored[last] ^= 0xff;
+    std::fs::write(&block, stored).expect("damage");
+    let damaged = check();
+    let stdout = String::from_utf8_lossy(&damaged.stdout);
+    assert_eq!(damaged.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("problem:") && stdout.contains("; 1 problems"),
+        "{stdout}"
+    );
+}
