@@ -618,3 +618,11 @@ pub async fn user_by_id(db: &Db, id: i64) -> DbResult<Option<UserRow>> {
             .await?,
     )
 }
+
+/// Whether a file id exists at all (to tell an authorization failure from a typo in the audit).
+///
+/// # Errors
+/// SQL errors.
+pub async fn file_exists(db: &Db, file_id: i64) -> DbResult<bool> {
+    Ok(sqlx::query("SELECT id FROM files WHERE id = $1").bind(file_id).fetch_optional(&db.pool).await?.is_some())
+}

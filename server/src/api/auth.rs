@@ -275,13 +275,26 @@ pub(crate) async fn audit(
     action: &str,
     result: &str,
 ) {
+    audit_target(state, user_id, actor, ip, action, "", result).await;
+}
+
+/// [`audit`] with the object acted on (a file id and path, never content).
+pub(crate) async fn audit_target(
+    state: &AppState,
+    user_id: Option<i64>,
+    actor: &str,
+    ip: &str,
+    action: &str,
+    target: &str,
+    result: &str,
+) {
     let record = AuditRecord {
         at: now_ms(),
         user_id,
         actor,
         ip,
         action,
-        target: "",
+        target,
         result,
     };
     if let Err(err) = db::audit(&state.db, &record).await {

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::{ApiPath, ApiQuery, AppState, AuthUser, ClientIp, now_ms, rfc3339};
-use crate::api::auth::audit;
+use crate::api::auth::audit_target;
 use crate::commit::commit_path;
 use crate::db::{self, FileRow};
 use crate::limits::{
@@ -380,22 +380,14 @@ pub async fn remove(
     ClientIp(ip): ClientIp,
     ApiPath(file_id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
-    let file = db::file_for_owner(&state.db, user.id, file_id).await?;
-    let Some(file) = file.filter(|f| f.deleted == 0) else {
-        audit(
-            &state,
-            Some(user.id),
-            &user.name,
-            &ip,
-            "delete",
-            "not found",
-        )
-        .await;
+    let file = owned_file(&state, &user, &ip, "delete", file_id).await?;
+    if file.deleted != 0 {
         return Err(ApiError::NotFound("file"));
-    };
+    }
     let path = RelPath::parse(&file.path).map_err(ApiError::internal)?;
     commit_path(&state, user.id, DEFAULT_FOLDER, &path, None, "rest").await?;
-    audit(&state, Some(user.id), &user.name, &ip, "delete", "ok").await;
+    let target = format!("file {file_id} '{}'", file.path);
+    audit_target(&state, Some(user.id), &user.name, &ip, "delete", &target, "ok").await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -423,6 +415,19 @@ pub async fn versions(
         })
         .collect();
     Ok(Json(VersionList { versions }))
+}
+
+/// The caller's file `file_id`, or 404. A request for another user's existing file is audited
+/// as an authorization failure; the caller cannot tell it from a missing one.
+async fn owned_file(state: &AppState, user: &AuthUser, ip: &str, action: &str, file_id: i64) -> Result<FileRow, ApiError> {
+    if let Some(file) = db::file_for_owner(&state.db, user.id, file_id).await? {
+        return Ok(file);
+    }
+    if db::file_exists(&state.db, file_id).await? {
+        tracing::warn!(user = user.id, file_id, action, "authorization failure");
+        audit_target(state, Some(user.id), &user.name, ip, action, &format!("file {file_id}"), "denied: not the owner").await;
+    }
+    Err(ApiError::NotFound("file"))
 }
 
 /// The REST view of a file row.
