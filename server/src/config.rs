@@ -20,4 +20,6 @@ pub struct ServerConfig {
     pub quota_default: u64,
     /// Largest single upload, in bytes.
     pub upload_size_max: u64,
+    /// How long overwritten and deleted versions stay restorable; `None` keeps them forever.
+    pub version_retention: Option<std::time::Duration>,
 }

@@ -624,5 +624,36 @@ pub async fn user_by_id(db: &Db, id: i64) -> DbResult<Option<UserRow>> {
 /// # Errors
 /// SQL errors.
 pub async fn file_exists(db: &Db, file_id: i64) -> DbResult<bool> {
-    Ok(sqlx::query("SELECT id FROM files WHERE id = $1").bind(file_id).fetch_optional(&db.pool).await?.is_some())
+    Ok(sqlx::query("SELECT id FROM files WHERE id = $1")
+        .bind(file_id)
+        .fetch_optional(&db.pool)
+        .await?
+        .is_some())
+}
+
+/// Deletes file versions and commits created before `cutoff` (Unix ms), keeping each file's
+/// current version and each folder's head commit; returns (versions, commits) deleted.
+///
+/// # Errors
+/// SQL errors.
+pub async fn prune(db: &Db, cutoff: i64) -> DbResult<(u64, u64)> {
+    let mut tx = db.pool.begin().await?;
+    let versions = sqlx::query(
+        "DELETE FROM file_versions WHERE created_at < $1 \
+         AND version < (SELECT f.version FROM files f WHERE f.id = file_versions.file_id)",
+    )
+    .bind(cutoff)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let commits = sqlx::query(
+        "DELETE FROM commits WHERE created_at < $1 \
+         AND seq < (SELECT d.head_seq FROM folders d WHERE d.id = commits.folder_id)",
+    )
+    .bind(cutoff)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok((versions, commits))
 }

@@ -12,6 +12,7 @@ pub mod commit;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod jobs;
 pub mod limits;
 pub mod ratelimit;
 
@@ -80,7 +81,13 @@ impl Server {
         Ok(Server { state })
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains requests in flight.
+    /// The shared state (for tests and tools that run jobs directly).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains requests in flight. Runs the
+    /// background jobs every [`limits::JOB_INTERVAL`] meanwhile.
     ///
     /// # Errors
     /// IO errors of the listener.
@@ -89,13 +96,35 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        use jobs::JobQueue as _;
         let router = api::router(self.state.clone());
-        axum::serve(
+        let (queue, receiver) = jobs::LocalQueue::new();
+        let worker = tokio::spawn(jobs::worker(self.state.clone(), receiver));
+        let retention = self.state.config.version_retention;
+        let scheduler = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(limits::JOB_INTERVAL);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if let Some(retention) = retention {
+                    queue.submit(jobs::Job::PruneVersions { retention });
+                }
+                queue.submit(jobs::Job::CollectGarbage {
+                    grace: limits::GC_GRACE,
+                });
+            }
+        });
+        let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+        // Ending the scheduler drops the queue's sender, so the worker ends after its job.
+        scheduler.abort();
+        let _ = scheduler.await;
+        let _ = worker.await;
+        served?;
         self.state.db.close().await;
         let store = Arc::clone(&self.state.store);
         tokio::task::spawn_blocking(move || store.sync()).await??;

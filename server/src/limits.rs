@@ -62,3 +62,13 @@ pub const CLIENT_ID_LEN_MAX: usize = 64;
 
 /// Time a graceful shutdown waits for requests in flight: 10 s.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Interval between rounds of background jobs (pruning, then garbage collection): 1 hour.
+pub const JOB_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Unreferenced blocks younger than this survive garbage collection: 24 hours, longer than
+/// the slowest plausible upload (16 GiB at 1 MB/s is 4.5 hours) between storing and committing.
+pub const GC_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// Default version retention: 30 days, as Dropbox Basic keeps versions.
+pub const VERSION_RETENTION_DEFAULT_DAYS: u64 = 30;

@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use cairn_server::Server;
 use cairn_server::config::ServerConfig;
-use cairn_server::limits::{QUOTA_DEFAULT, SHUTDOWN_GRACE, UPLOAD_SIZE_MAX_DEFAULT};
+use cairn_server::limits::{
+    QUOTA_DEFAULT, SHUTDOWN_GRACE, UPLOAD_SIZE_MAX_DEFAULT, VERSION_RETENTION_DEFAULT_DAYS,
+};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Cairn's server: REST + WebSocket API over a content-addressed block store.
@@ -47,6 +49,9 @@ struct Args {
     /// Largest single upload, in bytes.
     #[arg(long, env = "CAIRN_UPLOAD_SIZE_MAX", default_value_t = UPLOAD_SIZE_MAX_DEFAULT)]
     upload_size_max: u64,
+    /// Days overwritten and deleted versions stay restorable; 0 keeps them forever.
+    #[arg(long, env = "CAIRN_VERSION_RETENTION_DAYS", default_value_t = VERSION_RETENTION_DEFAULT_DAYS)]
+    version_retention_days: u64,
     /// Log format.
     #[arg(long, env = "CAIRN_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -181,6 +186,9 @@ fn config(args: &Args) -> Result<ServerConfig> {
         jwt_secret,
         quota_default: args.quota,
         upload_size_max: args.upload_size_max,
+        version_retention: (args.version_retention_days > 0).then(|| {
+            std::time::Duration::from_secs(args.version_retention_days.saturating_mul(24 * 3600))
+        }),
     })
 }
 

@@ -195,6 +195,24 @@ impl FsBlockStore {
     pub fn block_path(&self, id: &BlockId) -> PathBuf {
         self.shared.block_path(id)
     }
+
+    /// When a block was stored or last deduplicated against; `None` if it is not stored.
+    /// Pending blocks count as new. A garbage collector deletes only blocks older than a grace
+    /// period, so it never races an upload that has not committed yet.
+    ///
+    /// # Errors
+    /// IO errors other than the block being absent.
+    pub fn modified(&self, id: &BlockId) -> Result<Option<std::time::SystemTime>> {
+        if self.shared.lock_pending().staged.contains_key(id) {
+            return Ok(Some(std::time::SystemTime::now()));
+        }
+        let path = self.block_path(id);
+        match fs::metadata(&path).and_then(|meta| meta.modified()) {
+            Ok(time) => Ok(Some(time)),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(Error::io("reading metadata of", path, err)),
+        }
+    }
 }
 
 impl Shared {
@@ -271,6 +289,9 @@ impl Shared {
             }
         }
         if self.final_exists(&id)? {
+            // A deduplicated block is in use again: refresh its mtime so a garbage collector
+            // that only deletes old unreferenced blocks spares it until the new use commits.
+            self.touch(&id)?;
             return Ok(dedup);
         }
         let encoded = encode_block(data, self.options.compression);
@@ -310,6 +331,19 @@ impl Shared {
             new: true,
             stored_size: encoded.len() as u64,
         })
+    }
+
+    fn touch(&self, id: &BlockId) -> Result<()> {
+        let path = self.block_path(id);
+        let touched = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+        match touched {
+            Ok(()) => Ok(()),
+            // Deleted meanwhile by a collector: the caller's put must write it again.
+            Err(err) => Err(Error::io("touching", path, err)),
+        }
     }
 
     fn final_exists(&self, id: &BlockId) -> Result<bool> {

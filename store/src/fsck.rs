@@ -66,12 +66,70 @@ pub fn fsck(
     roots: &[NodeId],
     opts: &FsckOptions,
 ) -> Result<FsckReport> {
-    let mut report = FsckReport::default();
+    let Walked {
+        nodes: seen_nodes,
+        data,
+        problems,
+    } = walk(store, roots);
+    let mut report = FsckReport {
+        problems,
+        ..FsckReport::default()
+    };
+    report.nodes = seen_nodes.len() as u64;
+    report.data_blocks = data.len() as u64;
+    report.data_size = data.values().map(|(len, _)| u64::from(*len)).sum();
+
+    let blocks: Vec<(&BlockId, &(u32, String))> = data.iter().collect();
+    let block_problems: Vec<FsckProblem> = blocks
+        .par_iter()
+        .filter_map(|(id, (len, path))| {
+            check_block(store, id, Some(*len), opts.verify_data).map(|error| FsckProblem {
+                location: path.clone(),
+                id: **id,
+                error,
+            })
+        })
+        .collect();
+    report.problems.extend(block_problems);
+
+    if opts.scan_unreferenced {
+        let unreferenced: Vec<BlockId> = store
+            .list()?
+            .into_iter()
+            .filter(|id| !data.contains_key(id) && !seen_nodes.contains(&NodeId::from(*id)))
+            .collect();
+        report.unreferenced_blocks = unreferenced.len() as u64;
+        let stray: Vec<FsckProblem> = unreferenced
+            .par_iter()
+            .filter_map(|id| {
+                check_block(store, id, None, opts.verify_data).map(|error| FsckProblem {
+                    location: "(unreferenced)".to_owned(),
+                    id: *id,
+                    error,
+                })
+            })
+            .collect();
+        report.problems.extend(stray);
+    }
+    Ok(report)
+}
+
+/// Everything reachable from some roots, as found by [`walk`].
+struct Walked {
+    nodes: HashSet<NodeId>,
+    /// Data blocks with the length a file node gives and the first path that uses them.
+    data: HashMap<BlockId, (u32, String)>,
+    problems: Vec<FsckProblem>,
+}
+
+/// Walks every tree from `roots`, loading every node (which re-hashes it) but no data block.
+fn walk(store: &(impl BlockStore + ?Sized), roots: &[NodeId]) -> Walked {
+    let mut problems = Vec::new();
     let mut seen_nodes: HashSet<NodeId> = HashSet::new();
     let mut data: HashMap<BlockId, (u32, String)> = HashMap::new();
     let mut dirs: Vec<(NodeId, String)> = roots.iter().map(|r| (*r, String::new())).collect();
     let mut problem = |location: &str, id: BlockId, error: Error| {
-        report_problem(&mut report.problems, location, id, error);
+        report_problem(&mut problems, location, id, error);
     };
     while let Some((dir_id, location)) = dirs.pop() {
         if !seen_nodes.insert(dir_id) {
@@ -123,43 +181,26 @@ pub fn fsck(
             }
         }
     }
-    report.nodes = seen_nodes.len() as u64;
-    report.data_blocks = data.len() as u64;
-    report.data_size = data.values().map(|(len, _)| u64::from(*len)).sum();
-
-    let blocks: Vec<(&BlockId, &(u32, String))> = data.iter().collect();
-    let block_problems: Vec<FsckProblem> = blocks
-        .par_iter()
-        .filter_map(|(id, (len, path))| {
-            check_block(store, id, Some(*len), opts.verify_data).map(|error| FsckProblem {
-                location: path.clone(),
-                id: **id,
-                error,
-            })
-        })
-        .collect();
-    report.problems.extend(block_problems);
-
-    if opts.scan_unreferenced {
-        let unreferenced: Vec<BlockId> = store
-            .list()?
-            .into_iter()
-            .filter(|id| !data.contains_key(id) && !seen_nodes.contains(&NodeId::from(*id)))
-            .collect();
-        report.unreferenced_blocks = unreferenced.len() as u64;
-        let stray: Vec<FsckProblem> = unreferenced
-            .par_iter()
-            .filter_map(|id| {
-                check_block(store, id, None, opts.verify_data).map(|error| FsckProblem {
-                    location: "(unreferenced)".to_owned(),
-                    id: *id,
-                    error,
-                })
-            })
-            .collect();
-        report.problems.extend(stray);
+    Walked {
+        nodes: seen_nodes,
+        data,
+        problems,
     }
-    Ok(report)
+}
+
+/// Every block (tree node or data) reachable from `roots`, for garbage collection.
+///
+/// # Errors
+/// The first problem found (a missing or damaged node): a collector must not delete anything
+/// when it cannot see the whole tree, since the blocks below a missing node would look unused.
+pub fn reachable(store: &(impl BlockStore + ?Sized), roots: &[NodeId]) -> Result<HashSet<BlockId>> {
+    let walked = walk(store, roots);
+    if let Some(problem) = walked.problems.into_iter().next() {
+        return Err(problem.error);
+    }
+    let mut live: HashSet<BlockId> = walked.nodes.into_iter().map(BlockId::from).collect();
+    live.extend(walked.data.into_keys());
+    Ok(live)
 }
 
 fn report_problem(problems: &mut Vec<FsckProblem>, location: &str, id: BlockId, error: Error) {

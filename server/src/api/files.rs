@@ -387,7 +387,16 @@ pub async fn remove(
     let path = RelPath::parse(&file.path).map_err(ApiError::internal)?;
     commit_path(&state, user.id, DEFAULT_FOLDER, &path, None, "rest").await?;
     let target = format!("file {file_id} '{}'", file.path);
-    audit_target(&state, Some(user.id), &user.name, &ip, "delete", &target, "ok").await;
+    audit_target(
+        &state,
+        Some(user.id),
+        &user.name,
+        &ip,
+        "delete",
+        &target,
+        "ok",
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -419,13 +428,28 @@ pub async fn versions(
 
 /// The caller's file `file_id`, or 404. A request for another user's existing file is audited
 /// as an authorization failure; the caller cannot tell it from a missing one.
-async fn owned_file(state: &AppState, user: &AuthUser, ip: &str, action: &str, file_id: i64) -> Result<FileRow, ApiError> {
+async fn owned_file(
+    state: &AppState,
+    user: &AuthUser,
+    ip: &str,
+    action: &str,
+    file_id: i64,
+) -> Result<FileRow, ApiError> {
     if let Some(file) = db::file_for_owner(&state.db, user.id, file_id).await? {
         return Ok(file);
     }
     if db::file_exists(&state.db, file_id).await? {
         tracing::warn!(user = user.id, file_id, action, "authorization failure");
-        audit_target(state, Some(user.id), &user.name, ip, action, &format!("file {file_id}"), "denied: not the owner").await;
+        audit_target(
+            state,
+            Some(user.id),
+            &user.name,
+            ip,
+            action,
+            &format!("file {file_id}"),
+            "denied: not the owner",
+        )
+        .await;
     }
     Err(ApiError::NotFound("file"))
 }

@@ -69,6 +69,7 @@ pub(crate) struct TestServer {
     pub(crate) base: String,
     pub(crate) client: Client,
     pub(crate) database_url: String,
+    pub(crate) state: cairn_server::api::AppState,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -101,9 +102,11 @@ impl TestServer {
             jwt_secret: b"integration-test-secret-of-32-bytes!".to_vec(),
             quota_default: 1 << 30,
             upload_size_max: 1 << 30,
+            version_retention: None,
         };
         adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");
+        let state = server.state();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -117,6 +120,7 @@ impl TestServer {
             base: format!("http://{addr}"),
             client: Client::new(),
             database_url,
+            state,
             _dir: dir,
             stop: Some(stop),
             task: Some(task),

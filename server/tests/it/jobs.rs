@@ -1,0 +1,95 @@
+//! Version pruning and garbage collection: old versions go, current data stays, the store
+//! stays consistent, and young unreferenced blocks (an upload not yet committed) survive.
+
+use std::time::Duration;
+
+use cairn_server::jobs::{GcReport, collect_garbage, prune_versions};
+use cairn_store::BlockStore;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::support::{Engine, TestServer, assert_error, bytes};
+
+crate::both_databases!(prune_then_collect);
+
+async fn prune_then_collect(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (token, _) = server.user("ann").await;
+    let first = bytes(600_000, 1);
+    let second = bytes(600_000, 2);
+    let file: Value = server
+        .upload(&token, "doc.bin", first)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = file["id"].as_i64().expect("id");
+    server.upload(&token, "doc.bin", second.clone()).await;
+    let gone: Value = server
+        .upload(&token, "gone.bin", bytes(300_000, 3))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let status = server
+        .client
+        .delete(server.url(&format!("/files/{}", gone["id"])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // Nothing is collectable while every version is retained.
+    let untouched = collect_garbage(&server.state, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert_eq!(untouched.deleted, 0, "{untouched:?}");
+
+    // A block stored by an upload that has not committed yet is young: it survives a grace period.
+    let stray = server.state.store.put(&bytes(1000, 4)).expect("put");
+    server.state.store.sync().expect("sync");
+    let spared = collect_garbage(&server.state, Duration::from_secs(3600))
+        .await
+        .expect("gc");
+    assert_eq!(spared.deleted, 0);
+    assert!(spared.young >= 1, "{spared:?}");
+
+    // Expire everything but the current versions and heads, then collect.
+    let (versions, commits) = prune_versions(&server.state, Duration::ZERO)
+        .await
+        .expect("prune");
+    assert_eq!(
+        versions, 2,
+        "doc.bin v1 and gone.bin v1 (gone.bin's deletion is its current version)"
+    );
+    assert!(commits >= 3, "{commits}");
+    let GcReport { deleted, .. } = collect_garbage(&server.state, Duration::ZERO)
+        .await
+        .expect("gc");
+    // doc.bin v1 (3 blocks + node), gone.bin (2 blocks + node), old directory roots, the stray.
+    assert!(deleted >= 6, "{deleted}");
+    assert!(!server.state.store.has(&stray.id).expect("has"));
+
+    let current = server.get(&token, &format!("/files/{id}/download")).await;
+    assert_eq!(
+        current.bytes().await.expect("body").as_ref(),
+        &second[..],
+        "the current version survives"
+    );
+    assert_error(
+        server
+            .get(&token, &format!("/files/{id}/download?version=1"))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let report = server.state.store.list().expect("list").len();
+    assert!(report > 0);
+    let again = collect_garbage(&server.state, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert_eq!(again.deleted, 0, "collection is idempotent");
+}
