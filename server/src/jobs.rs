@@ -136,14 +136,13 @@ pub async fn collect_garbage(state: &AppState, grace: Duration) -> Result<GcRepo
             if live.contains(&id) {
                 continue;
             }
-            match store.modified(&id).map_err(|e| e.to_string())? {
-                Some(modified) if modified <= cutoff => {
-                    if store.delete(&id).map_err(|e| e.to_string())? {
-                        report.deleted += 1;
-                    }
-                }
-                Some(_) => report.young += 1,
-                None => {}
+            let Some(modified) = store.modified(&id).map_err(|e| e.to_string())? else {
+                continue;
+            };
+            if modified > cutoff {
+                report.young += 1;
+            } else if store.delete(&id).map_err(|e| e.to_string())? {
+                report.deleted += 1;
             }
         }
         Ok(report)
