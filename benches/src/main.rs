@@ -11,6 +11,7 @@
 //! It does not compare against other tools itself: `benches/run.py` runs those in the same run.
 
 mod dataset;
+mod http;
 mod measure;
 
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ enum Command {
     EditCost(measure::EditCostArgs),
     /// New tree-node bytes after changing one entry of a huge directory.
     DirChange(measure::DirChangeArgs),
+    /// Many clients doing heartbeats and small uploads against a running server.
+    HttpLoad(http::LoadArgs),
+    /// Upload many small files to a running server, then page through `GET /files/`.
+    HttpFill(http::FillArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +50,8 @@ fn main() -> std::process::ExitCode {
         Command::Gen(args) => dataset::generate(&args),
         Command::EditCost(args) => measure::edit_cost(&args),
         Command::DirChange(args) => measure::dir_change(&args),
+        Command::HttpLoad(args) => http::load(&args),
+        Command::HttpFill(args) => http::fill(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

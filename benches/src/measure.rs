@@ -505,3 +505,16 @@ fn print_lines(lines: &[String]) -> Result<()> {
 fn tracing_free_warn(message: &str) {
     eprintln!("cairn-bench: warning: {message}");
 }
+
+/// Prints a report as one JSON object, or as the text lines `text` gives.
+pub(crate) fn emit<T: Serialize>(
+    report: &T,
+    json: bool,
+    text: impl FnOnce() -> Vec<String>,
+) -> Result<()> {
+    if json {
+        print_json(report)
+    } else {
+        print_lines(&text())
+    }
+}

@@ -123,6 +123,18 @@ impl Db {
     }
 }
 
+/// A user's storage use and quota, bytes.
+///
+/// # Errors
+/// SQL errors.
+pub async fn usage(db: &Db, user_id: i64) -> DbResult<(i64, i64)> {
+    let row = sqlx::query("SELECT used_bytes, quota_bytes FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_one(&db.pool)
+        .await?;
+    Ok((row.try_get("used_bytes")?, row.try_get("quota_bytes")?))
+}
+
 /// A user row.
 #[derive(Debug, Clone, FromRow)]
 pub struct UserRow {
@@ -462,7 +474,18 @@ pub async fn audit(db: &Db, record: &AuditRecord<'_>) -> DbResult<()> {
     Ok(())
 }
 
-/// What one commit changes in the REST index.
+/// One path changed by a commit.
+#[derive(Debug, Clone)]
+pub struct CommitChange<'a> {
+    pub path: &'a str,
+    /// Size and node id of the new version; `None` for a delete.
+    pub content: Option<(i64, &'a str)>,
+    pub device: &'a str,
+    /// +1 when the path gains a live file, -1 when it loses one, else 0.
+    pub files_delta: i64,
+}
+
+/// What one commit changes: the head, and the REST index for each changed path.
 #[derive(Debug, Clone)]
 pub struct CommitRecord<'a> {
     pub folder_id: i64,
@@ -471,9 +494,7 @@ pub struct CommitRecord<'a> {
     pub new_root: &'a str,
     pub device: &'a str,
     pub now: i64,
-    pub path: &'a str,
-    /// Size and node id of the new version; `None` for a delete.
-    pub content: Option<(i64, &'a str)>,
+    pub changes: &'a [CommitChange<'a>],
     /// Change in the owner's used bytes.
     pub usage_delta: i64,
 }
@@ -481,16 +502,17 @@ pub struct CommitRecord<'a> {
 /// The outcome of [`commit`].
 #[derive(Debug, Clone)]
 pub enum CommitOutcome {
-    /// Committed as `seq`; the file row after the change.
-    Done { seq: i64, file: FileRow },
+    /// Committed as `seq`; the file rows after the changes, in order.
+    Done { seq: i64, files: Vec<FileRow> },
     /// The head moved since `base_seq`: re-read it and try again.
     Stale,
     /// The owner's quota does not admit the change.
     OverQuota,
 }
 
-/// Commits a change: compare-and-swap on the folder head, the commit row, the file index and
-/// the quota, all in one transaction.
+/// Commits changes: compare-and-swap on the folder head, the commit row, the file index and the
+/// quota, all in one transaction. The commit's file and byte totals are the previous commit's
+/// plus the deltas, so a commit costs the same in a folder of ten files or a million.
 ///
 /// # Errors
 /// SQL errors.
@@ -512,47 +534,54 @@ pub async fn commit(db: &Db, record: &CommitRecord<'_>) -> DbResult<CommitOutcom
     if !adjust_usage(&mut tx, record.owner_id, record.usage_delta).await? {
         return Ok(CommitOutcome::OverQuota);
     }
-    let (size, hash, deleted) = match record.content {
-        Some((size, hash)) => (size, hash, 0i64),
-        None => (0, "", 1),
-    };
-    let file: FileRow = sqlx::query_as(
-        "INSERT INTO files (folder_id, path, version, size, hash, modified_at, deleted) VALUES ($1, $2, 1, $3, $4, $5, $6) \
-         ON CONFLICT (folder_id, path) DO UPDATE SET version = files.version + 1, size = excluded.size, \
-         hash = excluded.hash, modified_at = excluded.modified_at, deleted = excluded.deleted \
-         RETURNING id, folder_id, path, version, size, hash, modified_at, deleted",
-    )
-    .bind(record.folder_id)
-    .bind(record.path)
-    .bind(size)
-    .bind(hash)
-    .bind(record.now)
-    .bind(deleted)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO file_versions (file_id, version, folder_id, seq, size, hash, deleted, device, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(file.id)
-    .bind(file.version)
-    .bind(record.folder_id)
-    .bind(seq)
-    .bind(size)
-    .bind(hash)
-    .bind(deleted)
-    .bind(record.device)
-    .bind(record.now)
-    .execute(&mut *tx)
-    .await?;
-    let (files, bytes): (i64, i64) = {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS b FROM files WHERE folder_id = $1 AND deleted = 0",
+    let mut files = Vec::with_capacity(record.changes.len());
+    let mut files_delta = 0;
+    for change in record.changes {
+        let (size, hash, deleted) = match change.content {
+            Some((size, hash)) => (size, hash, 0i64),
+            None => (0, "", 1),
+        };
+        files_delta += change.files_delta;
+        let file: FileRow = sqlx::query_as(
+            "INSERT INTO files (folder_id, path, version, size, hash, modified_at, deleted) VALUES ($1, $2, 1, $3, $4, $5, $6) \
+             ON CONFLICT (folder_id, path) DO UPDATE SET version = files.version + 1, size = excluded.size, \
+             hash = excluded.hash, modified_at = excluded.modified_at, deleted = excluded.deleted \
+             RETURNING id, folder_id, path, version, size, hash, modified_at, deleted",
         )
         .bind(record.folder_id)
+        .bind(change.path)
+        .bind(size)
+        .bind(hash)
+        .bind(record.now)
+        .bind(deleted)
         .fetch_one(&mut *tx)
         .await?;
-        (row.try_get("n")?, row.try_get("b")?)
+        sqlx::query(
+            "INSERT INTO file_versions (file_id, version, folder_id, seq, size, hash, deleted, device, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(file.id)
+        .bind(file.version)
+        .bind(record.folder_id)
+        .bind(seq)
+        .bind(size)
+        .bind(hash)
+        .bind(deleted)
+        .bind(change.device)
+        .bind(record.now)
+        .execute(&mut *tx)
+        .await?;
+        files.push(file);
+    }
+    let previous =
+        sqlx::query("SELECT files, bytes FROM commits WHERE folder_id = $1 AND seq = $2")
+            .bind(record.folder_id)
+            .bind(record.base_seq)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (prev_files, prev_bytes): (i64, i64) = match previous {
+        Some(row) => (row.try_get("files")?, row.try_get("bytes")?),
+        None => (0, 0),
     };
     sqlx::query(
         "INSERT INTO commits (folder_id, seq, root, parent_seq, device, created_at, files, bytes) \
@@ -564,12 +593,12 @@ pub async fn commit(db: &Db, record: &CommitRecord<'_>) -> DbResult<CommitOutcom
     .bind(record.base_seq)
     .bind(record.device)
     .bind(record.now)
-    .bind(files)
-    .bind(bytes)
+    .bind(prev_files + files_delta)
+    .bind(prev_bytes + record.usage_delta)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(CommitOutcome::Done { seq, file })
+    Ok(CommitOutcome::Done { seq, files })
 }
 
 async fn adjust_usage(conn: &mut AnyConnection, user_id: i64, delta: i64) -> DbResult<bool> {

@@ -76,6 +76,7 @@ impl Server {
             bus: Arc::new(LocalBus::default()),
             empty_root,
             cpu: Semaphore::new(cores),
+            folder_locks: commit::FolderLocks::default(),
             config,
         });
         Ok(Server { state })

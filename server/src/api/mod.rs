@@ -52,6 +52,10 @@ pub struct Inner {
     pub empty_root: NodeId,
     /// Bounds CPU-heavy work (password hashing) to the number of cores.
     pub cpu: Semaphore,
+    /// One lock per folder being committed to: commits to a folder queue here instead of racing
+    /// on the head's compare-and-swap (measured: 200 clients racing lost 40% of uploads to
+    /// exhausted retries). The CAS stays, for other server instances.
+    pub folder_locks: crate::commit::FolderLocks,
 }
 
 impl AppState {
