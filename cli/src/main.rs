@@ -1,12 +1,124 @@
-//! `cairn`: not built yet.
+//! `cairn`: the command-line client.
 //!
-//! The issue "The cairn CLI and headless sync daemon" builds it. Until then the binary says so and exits with status 1, so no
-//! script can mistake it for a working program.
+//! `main` parses the command line, resolves the config directory, runs one command and reports:
+//! exit status 0 on success; on failure status 1 and exactly one line `cairn: <reason>` on
+//! stderr (with `--json`, also `{"error": {"code", "message"}}` on stdout). A closed stdout pipe
+//! is not a failure. Not built yet: `files`, `conflicts`, `backup`, `snapshots`, `restore`, and
+//! `sync` itself (its arguments are wired; `sync.rs` fills in).
 
-// A binary may talk to its user on stderr.
-#![allow(clippy::print_stderr)]
+// A binary talks to its user on stdout and stderr; all of it goes through `output`.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
-fn main() -> std::process::ExitCode {
-    eprintln!("cairn: not built yet; see the issue \"The cairn CLI and headless sync daemon\"");
-    std::process::ExitCode::FAILURE
+mod args;
+mod config_cmd;
+mod output;
+mod password;
+mod sync;
+mod user;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command, ConfigCommand, SyncCommand, UserCommand};
+use crate::output::{Report, error_code, print_failure, print_report};
+
+fn main() -> ExitCode {
+    // Parsing may fail before `--json` is known; look for it by hand so usage errors have the
+    // JSON shape too.
+    let json_requested = std::env::args_os().any(|arg| arg == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_failure(&err, json_requested),
+    };
+    let json = cli.json;
+    match run(cli) {
+        Ok(Some(report)) => match print_report(&report, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            // The reader went away (`cairn ... | head`); what it read was right.
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(err) => {
+                print_failure("stdout", &format!("cannot write to stdout: {err}"), false);
+                ExitCode::FAILURE
+            }
+        },
+        Ok(None) => ExitCode::SUCCESS,
+        Err(err) => {
+            print_failure(error_code(&err), &format!("{err:#}"), json);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command. `None` means the command printed its own output (sync).
+fn run(cli: Cli) -> anyhow::Result<Option<Report>> {
+    let json = cli.json;
+    match cli.command {
+        // Sync owns its runtime and output; it runs outside any runtime built here.
+        Command::Sync(SyncCommand::Start(args)) => sync::start(&args, json).map(|()| None),
+        Command::Sync(SyncCommand::Status) => sync::status(json).map(|()| None),
+        Command::Sync(SyncCommand::Stop) => sync::stop(json).map(|()| None),
+        Command::Config(command) => {
+            let dir = cairn_client::config::config_dir()?;
+            match command {
+                ConfigCommand::Get { key } => config_cmd::get(&dir, &key),
+                ConfigCommand::Set { key, value } => config_cmd::set(&dir, &key, &value),
+            }
+            .map(Some)
+        }
+        Command::User(command) => {
+            let dir = cairn_client::config::config_dir()?;
+            run_user(command, &dir).map(Some)
+        }
+    }
+}
+
+fn run_user(command: UserCommand, dir: &Path) -> anyhow::Result<Report> {
+    // Read here, in the binary, rather than as a clap `env` fallback of a `--password` flag: a
+    // flag would invite passwords on command lines, where `ps` shows them.
+    let password_env = std::env::var("CAIRN_PASSWORD").ok();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match command {
+            UserCommand::Register(args) => user::register(&args, dir, password_env).await,
+            UserCommand::Login(args) => user::login(&args, dir, password_env).await,
+            UserCommand::Logout => user::logout(dir).await,
+            UserCommand::Whoami => user::whoami(dir),
+        }
+    })
+}
+
+/// A command line clap refused: one line (or help and version, which are not failures).
+fn usage_failure(err: &clap::Error, json: bool) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        // Help goes to stdout; a closed pipe there is not worth reporting.
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    print_failure("usage", &usage_line(err), json);
+    ExitCode::FAILURE
+}
+
+/// clap's message up to its first blank line (before "Usage:" and tips), with a hint.
+fn usage_line(err: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "a subcommand is missing; see `cairn --help`".to_owned();
+    }
+    let rendered = err.render().to_string();
+    let reason: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .collect();
+    let reason = reason.join(" ");
+    let reason = reason.strip_prefix("error: ").unwrap_or(&reason);
+    format!("{reason}; see `cairn --help`")
 }

@@ -1,4 +1,23 @@
-//! `cairn-client`: the sync engine shared by the CLI and the desktop app.
+//! `cairn-client`: the client side shared by the CLI and the desktop app.
 //!
-//! Not built yet: issue "QUIC sync protocol (cairn-protocol) and the client sync engine" fills
-//! this crate. It deliberately exports nothing until then, so nothing can depend on a stub.
+//! - [`config`]: the persistent client config (server, user, refresh token, device, QUIC pin,
+//!   settings) and where per-folder sync state lives.
+//! - [`rest`]: the REST client (register, login, refresh, logout, `/sync/info`) and
+//!   [`rest::Session`], which keeps the rotating refresh token saved.
+//! - [`plan`]: the sync planner, a pure three-way merge of the base, local and remote trees.
+//!
+//! - [`remote`]: the QUIC sync protocol client, with certificate pinning.
+//! - [`engine`]: the sync engine (scan, pull, plan, push, apply) and its events.
+//! - [`state`]: the per-folder sync state (merge base, remote tree, scan cache).
+//!
+//! This crate never prints; its users decide what to show.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod engine;
+pub mod plan;
+pub mod remote;
+pub mod rest;
+pub mod state;
+pub mod time;

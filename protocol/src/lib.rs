@@ -4,11 +4,17 @@
 //!   checked once).
 //! - [`api`]: the REST request and response bodies of the design's API contract.
 //!
-//! Not built yet: the QUIC wire messages, codec and tree diff (the sync protocol issue). This
-//! crate does no IO.
+//! - [`wire`]: the QUIC sync protocol's messages and length-prefixed framing (ALPN `cairn/1`).
+//! - [`diff`]: the tree diff between two Merkle trees, descending only where hashes differ.
+//!
+//! This crate does no IO beyond reading nodes through `cairn_store::NodeStore`.
 
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod diff;
 pub mod limits;
 pub mod path;
+#[cfg(feature = "quic")]
+pub mod stream;
+pub mod wire;

@@ -25,6 +25,7 @@ use crate::api::{AppState, now_ms};
 use crate::db::{self, CommitChange, CommitOutcome, CommitRecord, FileRow};
 use crate::events::UserEvent;
 use crate::limits::COMMIT_ATTEMPTS_MAX;
+use crate::verify::{TreeError, new_objects};
 
 /// Changes in one group commit at most: 256, so one transaction stays short.
 pub const COMMIT_BATCH_LEN_MAX: usize = 256;
@@ -43,6 +44,21 @@ pub struct Committed {
 #[derive(Debug, Default)]
 pub struct FolderLocks {
     queues: Mutex<HashMap<(i64, String), Arc<FolderQueue>>>,
+}
+
+impl FolderLocks {
+    fn queue(&self, key: &(i64, String)) -> Arc<FolderQueue> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(queues.entry(key.clone()).or_default())
+    }
+
+    fn release(&self, key: &(i64, String), queue: Arc<FolderQueue>) {
+        drop(queue);
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if queues.get(key).is_some_and(|q| Arc::strong_count(q) == 1) {
+            queues.remove(key);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -73,14 +89,7 @@ pub async fn commit_path(
     device: &str,
 ) -> Result<Committed, ApiError> {
     let key = (user_id, folder_name.to_owned());
-    let queue = {
-        let mut queues = state
-            .folder_locks
-            .queues
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(queues.entry(key.clone()).or_default())
-    };
+    let queue = state.folder_locks.queue(&key);
     let (reply, mut answer) = oneshot::channel();
     let pending = Pending {
         path: path.clone(),
@@ -105,15 +114,7 @@ pub async fn commit_path(
         };
         commit_batch(state, user_id, folder_name, batch).await;
     };
-    drop(queue);
-    let mut queues = state
-        .folder_locks
-        .queues
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if queues.get(&key).is_some_and(|q| Arc::strong_count(q) == 1) {
-        queues.remove(&key);
-    }
+    state.folder_locks.release(&key, queue);
     result
 }
 
@@ -217,6 +218,13 @@ async fn commit_batch(state: &AppState, user_id: i64, folder_name: &str, batch: 
             }
             return;
         }
+        let objects = match new_objects(state, folder.id, applied.root, false).await {
+            Ok(objects) => objects,
+            Err(err) => {
+                let message = err.to_string();
+                return reply_all(batch, &|| ApiError::Internal(message.clone()));
+            }
+        };
         let new_root = applied.root.to_string();
         let device = batch[0].device.clone();
         let record = CommitRecord {
@@ -228,6 +236,7 @@ async fn commit_batch(state: &AppState, user_id: i64, folder_name: &str, batch: 
             now: now_ms(),
             changes: &changes,
             usage_delta,
+            objects: &objects,
         };
         match db::commit(&state.db, &record).await {
             Ok(CommitOutcome::Done { seq, files }) => {
@@ -327,6 +336,175 @@ fn apply(
     }
     store.sync().map_err(|e| e.to_string())?;
     Ok(Applied { root, outcomes })
+}
+
+/// The outcome of [`commit_root`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootOutcome {
+    /// The tree is the new head.
+    Committed {
+        /// Its sequence number.
+        seq: i64,
+    },
+    /// The base is not the head any more.
+    Stale {
+        /// Current head sequence number.
+        seq: i64,
+        /// Current head root (hex).
+        root: String,
+    },
+}
+
+/// Why [`commit_root`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    /// The folder does not exist for this user.
+    #[error("no such folder")]
+    NotFound,
+    /// The tree names nodes or blocks that are not stored or not uploaded to this folder.
+    #[error("{0}")]
+    Missing(String),
+    /// The tree is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The tree would exceed the owner's quota.
+    #[error("this commit would exceed your storage quota; delete files or ask for more space")]
+    OverQuota,
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<TreeError> for RootError {
+    fn from(err: TreeError) -> Self {
+        match err {
+            TreeError::Missing(m) => RootError::Missing(m),
+            TreeError::Invalid(m) => RootError::Invalid(m),
+            TreeError::Internal(m) => RootError::Internal(m),
+        }
+    }
+}
+
+/// Makes `root` (a whole tree a client built and uploaded) the folder's head, if the head is
+/// still `base_seq`: the sync protocol's compare-and-swap. The tree is verified first (see
+/// [`crate::verify`]); the REST file index gets one row per changed file, found by diffing the
+/// old and new trees. Runs under the folder's commit lock, so it queues with REST changes.
+///
+/// # Errors
+/// [`RootError`].
+pub async fn commit_root(
+    state: &AppState,
+    user_id: i64,
+    folder_name: &str,
+    base_seq: i64,
+    root: NodeId,
+    device: &str,
+) -> Result<RootOutcome, RootError> {
+    let key = (user_id, folder_name.to_owned());
+    let queue = state.folder_locks.queue(&key);
+    let result = {
+        let _lock = queue.lock.lock().await;
+        commit_root_locked(state, user_id, folder_name, base_seq, root, device).await
+    };
+    state.folder_locks.release(&key, queue);
+    result
+}
+
+async fn commit_root_locked(
+    state: &AppState,
+    user_id: i64,
+    folder_name: &str,
+    base_seq: i64,
+    root: NodeId,
+    device: &str,
+) -> Result<RootOutcome, RootError> {
+    let internal = |e: &dyn std::fmt::Display| RootError::Internal(e.to_string());
+    let folder = db::folder(&state.db, user_id, folder_name)
+        .await
+        .map_err(|e| internal(&e))?
+        .ok_or(RootError::NotFound)?;
+    if folder.head_seq != base_seq {
+        return Ok(RootOutcome::Stale {
+            seq: folder.head_seq,
+            root: folder.head_root,
+        });
+    }
+    if folder.head_root == root.to_string() {
+        return Ok(RootOutcome::Committed {
+            seq: folder.head_seq,
+        });
+    }
+    let objects = new_objects(state, folder.id, root, true).await?;
+    let old: NodeId = folder.head_root.parse().map_err(|e| internal(&e))?;
+    let store = Arc::clone(&state.store);
+    let changes = tokio::task::spawn_blocking(move || {
+        store
+            .sync()
+            .map_err(|e| RootError::Internal(e.to_string()))?;
+        cairn_protocol::diff::diff(store.as_ref(), Some(&old), Some(&root)).map_err(|e| match e {
+            cairn_protocol::diff::DiffError::Store(e) => RootError::Internal(e.to_string()),
+            other => RootError::Invalid(other.to_string()),
+        })
+    })
+    .await
+    .map_err(|e| internal(&e))??;
+    let size_of = |e: &DirEntry| i64::try_from(e.size).unwrap_or(i64::MAX);
+    let file = |e: &Option<DirEntry>| e.as_ref().filter(|e| e.kind == EntryKind::File).cloned();
+    let mut rows = Vec::new();
+    let mut usage_delta = 0i64;
+    for change in &changes {
+        let (old, new) = (file(&change.old), file(&change.new));
+        if old.is_none() && new.is_none() {
+            continue;
+        }
+        usage_delta += new.as_ref().map_or(0, size_of) - old.as_ref().map_or(0, size_of);
+        rows.push((
+            change.path.as_str(),
+            new.map(|e| (size_of(&e), e.child.to_string())),
+            i64::from(file(&change.new).is_some()) - i64::from(file(&change.old).is_some()),
+        ));
+    }
+    let commit_changes: Vec<CommitChange<'_>> = rows
+        .iter()
+        .map(|(path, content, files_delta)| CommitChange {
+            path,
+            content: content.as_ref().map(|(size, hash)| (*size, hash.as_str())),
+            device,
+            files_delta: *files_delta,
+        })
+        .collect();
+    let new_root = root.to_string();
+    let record = CommitRecord {
+        folder_id: folder.id,
+        owner_id: user_id,
+        base_seq,
+        new_root: &new_root,
+        device,
+        now: now_ms(),
+        changes: &commit_changes,
+        usage_delta,
+        objects: &objects,
+    };
+    match db::commit(&state.db, &record)
+        .await
+        .map_err(|e| internal(&e))?
+    {
+        CommitOutcome::Done { seq, files } => {
+            publish(state, user_id, folder_name, seq, &new_root, &files);
+            Ok(RootOutcome::Committed { seq })
+        }
+        CommitOutcome::OverQuota => Err(RootError::OverQuota),
+        CommitOutcome::Stale => {
+            let folder = db::folder(&state.db, user_id, folder_name)
+                .await
+                .map_err(|e| internal(&e))?
+                .ok_or(RootError::NotFound)?;
+            Ok(RootOutcome::Stale {
+                seq: folder.head_seq,
+                root: folder.head_root,
+            })
+        }
+    }
 }
 
 fn publish(state: &AppState, user_id: i64, folder: &str, seq: i64, root: &str, files: &[FileRow]) {

@@ -22,4 +22,9 @@ pub struct ServerConfig {
     pub upload_size_max: u64,
     /// How long overwritten and deleted versions stay restorable; `None` keeps them forever.
     pub version_retention: Option<std::time::Duration>,
+    /// QUIC sync endpoint address; `None` turns the endpoint off.
+    pub quic_listen: Option<SocketAddr>,
+    /// Certificate chain and key (PEM files) for QUIC; `None` uses a self-signed pair generated
+    /// into the data dir.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }

@@ -497,6 +497,9 @@ pub struct CommitRecord<'a> {
     pub changes: &'a [CommitChange<'a>],
     /// Change in the owner's used bytes.
     pub usage_delta: i64,
+    /// Nodes and blocks the new tree references that the folder had not committed before
+    /// (hex ids); recorded as readable by the folder.
+    pub objects: &'a [String],
 }
 
 /// The outcome of [`commit`].
@@ -597,6 +600,7 @@ pub async fn commit(db: &Db, record: &CommitRecord<'_>) -> DbResult<CommitOutcom
     .bind(prev_bytes + record.usage_delta)
     .execute(&mut *tx)
     .await?;
+    add_objects(&mut tx, record.folder_id, record.objects, true, record.now).await?;
     tx.commit().await?;
     Ok(CommitOutcome::Done { seq, files })
 }
@@ -685,4 +689,85 @@ pub async fn prune(db: &Db, cutoff: i64) -> DbResult<(u64, u64)> {
     .rows_affected();
     tx.commit().await?;
     Ok((versions, commits))
+}
+
+/// Rows per multi-row statement over `folder_objects` (well under both engines' parameter limits).
+const OBJECT_BATCH_LEN: usize = 400;
+
+/// Which of `ids` (hex) the folder knows, and whether each was committed (`true`) or only
+/// uploaded (`false`).
+///
+/// # Errors
+/// SQL errors.
+pub async fn objects_state(
+    db: &Db,
+    folder_id: i64,
+    ids: &[String],
+) -> DbResult<std::collections::HashMap<String, bool>> {
+    let mut known = std::collections::HashMap::with_capacity(ids.len());
+    for batch in ids.chunks(OBJECT_BATCH_LEN) {
+        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT id, committed FROM folder_objects WHERE folder_id = $1 AND id IN ({})",
+            placeholders.join(", ")
+        );
+        // Only placeholders are formatted in; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(folder_id);
+        for id in batch {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(&db.pool).await? {
+            let id: String = row.try_get("id")?;
+            let committed: i64 = row.try_get("committed")?;
+            known.insert(id, committed != 0);
+        }
+    }
+    Ok(known)
+}
+
+/// Records `ids` (hex) as readable by the folder: uploaded (`committed = false`, never
+/// downgrading a committed row) or committed.
+///
+/// # Errors
+/// SQL errors.
+pub async fn add_objects(
+    conn: &mut AnyConnection,
+    folder_id: i64,
+    ids: &[String],
+    committed: bool,
+    now: i64,
+) -> DbResult<()> {
+    let conflict = if committed {
+        "ON CONFLICT (folder_id, id) DO UPDATE SET committed = 1"
+    } else {
+        "ON CONFLICT (folder_id, id) DO NOTHING"
+    };
+    for batch in ids.chunks(OBJECT_BATCH_LEN) {
+        let rows: Vec<String> = (0..batch.len())
+            .map(|i| format!("($1, ${}, $2, $3)", i + 4))
+            .collect();
+        let sql = format!(
+            "INSERT INTO folder_objects (folder_id, id, committed, created_at) VALUES {} {conflict}",
+            rows.join(", ")
+        );
+        // Only placeholders are formatted in; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(folder_id)
+            .bind(i64::from(committed))
+            .bind(now);
+        for id in batch {
+            query = query.bind(id.as_str());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// [`add_objects`] on a pooled connection.
+///
+/// # Errors
+/// SQL errors.
+pub async fn add_uploaded(db: &Db, folder_id: i64, ids: &[String], now: i64) -> DbResult<()> {
+    let mut conn = db.pool.acquire().await?;
+    add_objects(&mut conn, folder_id, ids, false, now).await
 }

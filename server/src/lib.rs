@@ -2,8 +2,7 @@
 //!
 //! [`Server::start`] opens the metadata database (SQLite by default, PostgreSQL by URL), runs
 //! migrations, opens the block store and serves the REST + WebSocket API of
-//! `../shared/design.md` until the shutdown future resolves. The QUIC sync endpoint comes with the
-//! sync protocol issue. Decisions live in pure functions (`auth::rotate`,
+//! `../shared/design.md` and the QUIC sync endpoint ([`quic`]) until the shutdown future resolves. Decisions live in pure functions (`auth::rotate`,
 //! `ratelimit::Window::hit`, `files::parse_range`); handlers gather inputs and carry them out.
 
 pub mod api;
@@ -14,7 +13,9 @@ pub mod db;
 pub mod events;
 pub mod jobs;
 pub mod limits;
+pub mod quic;
 pub mod ratelimit;
+pub mod verify;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,11 +50,15 @@ pub enum ServerError {
     /// A blocking task failed.
     #[error("internal: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The QUIC endpoint's certificate or socket.
+    #[error("QUIC: {0}")]
+    Tls(String),
 }
 
 /// A running server's parts, before it serves.
 pub struct Server {
     state: AppState,
+    quic: Option<quinn::Endpoint>,
 }
 
 impl Server {
@@ -67,6 +72,25 @@ impl Server {
         let storage = config.storage_path.clone();
         let (store, empty_root) =
             tokio::task::spawn_blocking(move || open_store(storage)).await??;
+        let (quic, quic_info) = match config.quic_listen {
+            Some(addr) => {
+                let tls = config
+                    .tls
+                    .as_ref()
+                    .map(|(cert, key)| (cert.as_path(), key.as_path()));
+                let material = quic::load_tls(tls, &config.data_dir).map_err(ServerError::Tls)?;
+                let endpoint = quic::bind(addr, &material).map_err(ServerError::Tls)?;
+                let bound = endpoint.local_addr()?;
+                let info = cairn_protocol::api::SyncInfo {
+                    quic_addr: bound.to_string(),
+                    quic_port: bound.port(),
+                    fingerprint: material.fingerprint,
+                    self_signed: config.tls.is_none(),
+                };
+                (Some(endpoint), Some(info))
+            }
+            None => (None, None),
+        };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let state = AppState::new(Inner {
             db,
@@ -77,9 +101,15 @@ impl Server {
             empty_root,
             cpu: Semaphore::new(cores),
             folder_locks: commit::FolderLocks::default(),
+            quic: quic_info,
             config,
         });
-        Ok(Server { state })
+        Ok(Server { state, quic })
+    }
+
+    /// Where the QUIC endpoint listens, when it runs.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic.as_ref().and_then(|e| e.local_addr().ok())
     }
 
     /// The shared state (for tests and tools that run jobs directly).
@@ -115,12 +145,20 @@ impl Server {
                 });
             }
         });
+        let quic = self
+            .quic
+            .clone()
+            .map(|endpoint| tokio::spawn(quic::serve(endpoint, self.state.clone())));
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await;
+        if let (Some(endpoint), Some(task)) = (&self.quic, quic) {
+            endpoint.close(0u32.into(), b"server shutting down");
+            let _ = task.await;
+        }
         // Ending the scheduler drops the queue's sender, so the worker ends after its job.
         scheduler.abort();
         let _ = scheduler.await;

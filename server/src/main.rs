@@ -26,6 +26,15 @@ struct Args {
     listen: SocketAddr,
     /// Data directory: SQLite database, block store and generated secrets
     /// [default: $XDG_DATA_HOME/cairn-server or ~/.local/share/cairn-server].
+    /// QUIC sync endpoint address, or `off` [default: the HTTP host, port 8443].
+    #[arg(long, env = "CAIRN_QUIC_LISTEN")]
+    quic_listen: Option<String>,
+    /// TLS certificate chain (PEM) for QUIC [default: a self-signed one generated into DATA_DIR].
+    #[arg(long, env = "CAIRN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "CAIRN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[arg(long, env = "CAIRN_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Metadata database URL: sqlite://PATH or postgres://USER@HOST/DB [default: SQLite in the data dir].
@@ -110,7 +119,10 @@ async fn run(args: Args) -> Result<ExitCode> {
                     )
                 })?;
             let server = Server::start(config.clone()).await?;
-            tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "cairn-server ready");
+            let quic = server
+                .quic_addr()
+                .map_or_else(|| "off".to_owned(), |a| a.to_string());
+            tracing::info!(listen = %config.listen, %quic, data_dir = %config.data_dir.display(), "cairn-server ready");
             server.serve(listener, shutdown_signal()).await?;
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
@@ -122,6 +134,11 @@ async fn run(args: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => {
+            // A check must not take the QUIC port from a running server.
+            let config = ServerConfig {
+                quic_listen: None,
+                ..config
+            };
             let server = Server::start(config).await?;
             let report = server.check().await?;
             for problem in &report.problems {
@@ -175,6 +192,13 @@ fn config(args: &Args) -> Result<ServerConfig> {
         None => load_or_create_secret(&data_dir.join("jwt-secret"))?,
     };
     let _ = (&args.redis_url, &args.rabbitmq_url);
+    let quic_listen = match args.quic_listen.as_deref() {
+        Some("off") => None,
+        Some(addr) => Some(addr.parse().with_context(|| {
+            format!("--quic-listen '{addr}' is not an address like 127.0.0.1:8443 (or 'off')")
+        })?),
+        None => Some(SocketAddr::new(args.listen.ip(), 8443)),
+    };
     Ok(ServerConfig {
         listen: args.listen,
         storage_path: args
@@ -189,6 +213,8 @@ fn config(args: &Args) -> Result<ServerConfig> {
         version_retention: (args.version_retention_days > 0).then(|| {
             std::time::Duration::from_secs(args.version_retention_days.saturating_mul(24 * 3600))
         }),
+        quic_listen,
+        tls: args.tls_cert.clone().zip(args.tls_key.clone()),
     })
 }
 

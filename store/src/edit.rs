@@ -131,6 +131,113 @@ pub fn edit(
     })
 }
 
+/// Applies many edits at once (each path non-empty, validated names): every directory on the
+/// way is read and rewritten once, however many of its entries change, so applying a sync's
+/// worth of changes costs what the touched directories cost, not one rewrite per change.
+///
+/// For one name, an edit of the name itself applies before edits below it (so a file can be
+/// replaced by a directory in one call); removals below a name that is not a directory are
+/// no-ops. Missing parents are created; later edits of the same path win.
+///
+/// # Errors
+/// [`Error::InvalidName`] when a put needs a parent that is a file; store errors.
+pub fn edit_many(
+    store: &(impl NodeStore + ?Sized),
+    root: &NodeId,
+    edits: &[(Vec<Name>, Edit)],
+) -> Result<NodeId> {
+    let refs: Vec<(&[Name], &Edit)> = edits
+        .iter()
+        .filter(|(path, _)| !path.is_empty())
+        .map(|(path, edit)| (path.as_slice(), edit))
+        .collect();
+    Ok(rewrite_dir(store, Some(root), &refs)?.0)
+}
+
+/// Rewrites one directory with `edits` (paths relative to it); returns its new root and size.
+fn rewrite_dir(
+    store: &(impl NodeStore + ?Sized),
+    dir: Option<&NodeId>,
+    edits: &[(&[Name], &Edit)],
+) -> Result<(NodeId, u64)> {
+    let mut entries: std::collections::BTreeMap<Name, DirEntry> = match dir {
+        Some(id) => read_dir(store, id)?
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect(),
+        None => std::collections::BTreeMap::new(),
+    };
+    let mut groups: std::collections::BTreeMap<&Name, Vec<(&[Name], &Edit)>> =
+        std::collections::BTreeMap::new();
+    for (path, edit) in edits {
+        if let Some((first, rest)) = path.split_first() {
+            groups.entry(first).or_default().push((rest, edit));
+        }
+    }
+    for (name, group) in groups {
+        for (rest, edit) in &group {
+            if rest.is_empty() {
+                match edit {
+                    Edit::Put(entry) => {
+                        entries.insert(
+                            name.clone(),
+                            DirEntry {
+                                name: name.clone(),
+                                ..entry.clone()
+                            },
+                        );
+                    }
+                    Edit::Remove => {
+                        entries.remove(name);
+                    }
+                }
+            }
+        }
+        let deeper: Vec<(&[Name], &Edit)> = group
+            .into_iter()
+            .filter(|(rest, _)| !rest.is_empty())
+            .collect();
+        if deeper.is_empty() {
+            continue;
+        }
+        let only_removes = deeper.iter().all(|(_, e)| matches!(e, Edit::Remove));
+        let existing = entries.get(name);
+        let child = match existing {
+            Some(e) if e.kind == EntryKind::Dir => Some(e.child),
+            Some(_) if only_removes => continue,
+            Some(_) => {
+                return Err(Error::InvalidName {
+                    name: name.to_string_lossy(),
+                    reason: "is a file, so it cannot hold other files",
+                });
+            }
+            None if only_removes => continue,
+            None => None,
+        };
+        let mode = existing.map_or(0o755, |e| e.mode);
+        let mtime_ns = existing.map_or(0, |e| e.mtime_ns);
+        let (child, size) = rewrite_dir(store, child.as_ref(), &deeper)?;
+        entries.insert(
+            name.clone(),
+            DirEntry {
+                name: name.clone(),
+                kind: EntryKind::Dir,
+                size,
+                mtime_ns,
+                mode,
+                child,
+            },
+        );
+    }
+    let size = entries
+        .values()
+        .map(|e| e.size)
+        .fold(0u64, u64::saturating_add);
+    let chunked = chunk_dir(entries.into_values().collect())?;
+    store_dir(store, &chunked)?;
+    Ok((chunked.root, size))
+}
+
 /// Looks up the entry at `path` in the tree rooted at `root`.
 ///
 /// # Errors
@@ -246,5 +353,46 @@ mod tests {
         let err = edit(&store, &one.root, &path("f/g"), &Edit::Put(file(1, 1)))
             .expect_err("parent is a file");
         assert!(err.to_string().contains("is a file"), "{err}");
+    }
+
+    #[test]
+    fn edit_many_matches_one_by_one_edits() {
+        let store = MemBlockStore::default();
+        let root = empty_root(&store);
+        let edits = vec![
+            (path("a/x"), Edit::Put(file(1, 1))),
+            (path("a/y"), Edit::Put(file(2, 2))),
+            (path("b"), Edit::Put(file(3, 3))),
+            (path("c/d/e"), Edit::Put(file(4, 4))),
+        ];
+        let mut one_by_one = root;
+        for (p, e) in &edits {
+            one_by_one = edit(&store, &one_by_one, p, e).unwrap().root;
+        }
+        let many = edit_many(&store, &root, &edits).unwrap();
+        assert_eq!(
+            read_dir(&store, &many).unwrap(),
+            read_dir(&store, &one_by_one).unwrap()
+        );
+        // A file replaced by a directory, a removal, and a removal under a file (a no-op).
+        let more = vec![
+            (path("b"), Edit::Remove),
+            (path("b/z"), Edit::Put(file(5, 5))),
+            (path("a/x"), Edit::Remove),
+            (path("c/d/e/f"), Edit::Remove),
+        ];
+        let root2 = edit_many(&store, &many, &more).unwrap();
+        assert_eq!(
+            lookup(&store, &root2, &path("b/z"))
+                .unwrap()
+                .map(|e| e.size),
+            Some(5)
+        );
+        assert_eq!(lookup(&store, &root2, &path("a/x")).unwrap(), None);
+        assert!(lookup(&store, &root2, &path("a/y")).unwrap().is_some());
+        assert!(lookup(&store, &root2, &path("c/d/e")).unwrap().is_some());
+        // A put under a file is refused.
+        let bad = vec![(path("a/y/q"), Edit::Put(file(6, 6)))];
+        assert!(edit_many(&store, &root2, &bad).is_err());
     }
 }

@@ -56,6 +56,8 @@ pub struct Inner {
     /// on the head's compare-and-swap (measured: 200 clients racing lost 40% of uploads to
     /// exhausted retries). The CAS stays, for other server instances.
     pub folder_locks: crate::commit::FolderLocks,
+    /// The QUIC endpoint's published facts, when it runs.
+    pub quic: Option<cairn_protocol::api::SyncInfo>,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/files/{file_id}/versions", get(files::versions))
         .route("/sync/changes", get(sync::changes))
         .route("/sync/heartbeat", post(sync::heartbeat))
+        .route("/sync/info", get(sync::info))
         .route("/ws/sync/{client_id}", get(sync::websocket))
         .route("/health", get(sync::health))
         .route("/openapi.json", get(openapi::document))

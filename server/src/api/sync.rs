@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cairn_protocol::api::{ChangeList, Event, Head, Health, HeartbeatRequest, HeartbeatResponse};
+use cairn_protocol::api::{
+    ChangeList, Event, Head, Health, HeartbeatRequest, HeartbeatResponse, SyncInfo,
+};
 use cairn_store::BlockStore;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -198,6 +200,12 @@ pub async fn health(State(state): State<AppState>) -> Response {
         database,
         store,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        quic: if state.quic.is_some() {
+            "ok"
+        } else {
+            "disabled"
+        }
+        .to_owned(),
     };
     let status = if healthy {
         StatusCode::OK
@@ -232,4 +240,13 @@ fn check_client_id(client_id: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Where the QUIC sync endpoint listens and which certificate to pin (no authentication: a
+/// client needs it before it logs in, and it is what a TLS handshake would show anyway).
+#[utoipa::path(get, path = "/sync/info", responses((status = 200, body = SyncInfo), (status = 404, body = cairn_protocol::api::ErrorBody)))]
+pub async fn info(State(state): State<AppState>) -> Result<Json<SyncInfo>, ApiError> {
+    state.quic.clone().map(Json).ok_or(ApiError::NotFound(
+        "QUIC sync endpoint (it is turned off on this server)",
+    ))
 }

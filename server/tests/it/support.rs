@@ -103,6 +103,8 @@ impl TestServer {
             quota_default: 1 << 30,
             upload_size_max: 1 << 30,
             version_retention: None,
+            quic_listen: Some("127.0.0.1:0".parse().expect("address")),
+            tls: None,
         };
         adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");

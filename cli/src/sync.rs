@@ -1,0 +1,535 @@
+//! `cairn sync start|status|stop`: the sync daemon's commands.
+//!
+//! `start` runs the engine of `cairn-client` in the foreground: with `--once`, passes until the
+//! folder and the server agree (exit 0) or a pass cannot get there; without it, a pass whenever
+//! the server's head moves (checked every second, one small round trip) and at least every
+//! `--interval` seconds for local changes, until `cairn sync stop` or a signal. Events go to
+//! stderr as lines (or to stdout as JSON lines with `--json`). The running daemon keeps its pid
+//! and last pass in the config dir, for `status` and `stop`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cairn_client::config::{Config, QuicPin, config_dir, state_dir_for};
+use cairn_client::engine::{Engine, EngineOptions, Event, PassSummary, SyncError};
+use cairn_client::remote::{Remote, RemoteError, Trust};
+use cairn_client::rest::{RestClient, Session, normalize_server_url, quic_addr_for};
+use cairn_protocol::wire::ErrorCode;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::output::{fail, warn};
+
+/// Passes `--once` tries before it gives up on agreeing with the server.
+const ONCE_PASSES_MAX: u32 = 5;
+
+/// `cairn sync start`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SyncStartArgs {
+    /// Server base URL, e.g. http://127.0.0.1:8000 [default: the one saved at login]
+    #[arg(long, value_name = "URL")]
+    pub(crate) server: Option<String>,
+    /// The local folder to keep in sync
+    #[arg(long, value_name = "DIR")]
+    pub(crate) folder: PathBuf,
+    /// The account to sync as [default: the one logged in]
+    #[arg(long, value_name = "U")]
+    pub(crate) username: Option<String>,
+    /// The server-side folder to sync with
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub(crate) remote: String,
+    /// Do one full sync pass, then exit (0 only when the folder and the server agree)
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Seconds between passes that look for local changes
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub(crate) interval: u64,
+    /// Let a pass delete more than half of the folder's files (otherwise it stops and asks)
+    #[arg(long)]
+    pub(crate) allow_mass_delete: bool,
+}
+
+/// What `status` reads: written by a running `start`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DaemonStatus {
+    pid: u32,
+    folder: String,
+    server: String,
+    state: String,
+    seq: u64,
+    in_sync: bool,
+    last_pass_unix: u64,
+    last_error: Option<String>,
+}
+
+fn status_path(dir: &Path) -> PathBuf {
+    dir.join("sync-status.json")
+}
+
+fn write_status(dir: &Path, status: &DaemonStatus) {
+    if let Ok(bytes) = serde_json::to_vec_pretty(status) {
+        let _ = cairn_client::state::write_atomic(&status_path(dir), &bytes);
+    }
+}
+
+/// Runs `cairn sync start`. Called outside any async runtime: it builds its own.
+///
+/// # Errors
+/// Not logged in, the folder or server unusable, a pass that failed (with `--once`).
+pub(crate) fn start(args: &SyncStartArgs, json: bool) -> anyhow::Result<()> {
+    let dir = config_dir()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args, json, &dir))
+}
+
+async fn run(args: &SyncStartArgs, json: bool, dir: &Path) -> anyhow::Result<()> {
+    let config = Config::load(dir)?;
+    let logged_in = config
+        .server
+        .as_deref()
+        .and_then(|s| normalize_server_url(s).ok());
+    if let Some(server) = &args.server {
+        let wanted = normalize_server_url(server)?;
+        if logged_in.as_deref() != Some(wanted.as_str()) {
+            return Err(fail(
+                "not_logged_in",
+                format!(
+                    "not logged in to {wanted}; run `cairn user login --server {wanted} --username U` first"
+                ),
+            ));
+        }
+    }
+    if let (Some(wanted), Some(current)) = (&args.username, &config.username)
+        && wanted != current
+    {
+        return Err(fail(
+            "not_logged_in",
+            format!(
+                "logged in as '{current}', not '{wanted}'; run `cairn user login --username {wanted}`"
+            ),
+        ));
+    }
+    let session = Session::new(dir, &config)?;
+    let server = session.rest().server().to_owned();
+    let pin = match config.quic.clone() {
+        Some(pin) => pin,
+        None => pin_now(dir, session.rest()).await?,
+    };
+    let folder = args
+        .folder
+        .canonicalize()
+        .with_context(|| format!("the folder '{}' cannot be used", args.folder.display()))?;
+    let state_dir = state_dir_for(&folder)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut engine = Engine::open(
+        EngineOptions {
+            root: folder.clone(),
+            state_dir,
+            device: config.device.clone(),
+            allow_mass_delete: args.allow_mass_delete,
+        },
+        tx,
+    )?;
+    let printer = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            print_event(&event, json);
+        }
+    });
+    let mut status = DaemonStatus {
+        pid: std::process::id(),
+        folder: folder.display().to_string(),
+        server: server.clone(),
+        state: "starting".into(),
+        seq: 0,
+        in_sync: false,
+        last_pass_unix: 0,
+        last_error: None,
+    };
+    let mut remote = connect(&session, &pin, &config.device, &args.remote).await?;
+    let result = if args.once {
+        once(
+            &mut engine,
+            &mut remote,
+            &session,
+            &pin,
+            &config.device,
+            &args.remote,
+            json,
+        )
+        .await
+    } else {
+        write_status(dir, &status);
+        let outcome = daemon(
+            &mut engine,
+            &mut remote,
+            &session,
+            (&pin, &config.device, &args.remote),
+            args.interval,
+            json,
+            dir,
+            &mut status,
+        )
+        .await;
+        let _ = std::fs::remove_file(status_path(dir));
+        outcome
+    };
+    remote.close();
+    drop(engine);
+    let _ = printer.await;
+    result
+}
+
+/// Trust on first use: fetches and saves the server's certificate fingerprint.
+async fn pin_now(dir: &Path, rest: &RestClient) -> anyhow::Result<QuicPin> {
+    let info = rest.sync_info().await?;
+    let pin = QuicPin {
+        addr: quic_addr_for(rest.server(), &info),
+        fingerprint: info.fingerprint,
+    };
+    warn(&format!(
+        "pinning the server's certificate {} (first use)",
+        pin.fingerprint
+    ));
+    let saved = pin.clone();
+    Config::update(dir, move |c| c.quic = Some(saved))?;
+    Ok(pin)
+}
+
+async fn connect(
+    session: &Session,
+    pin: &QuicPin,
+    device: &str,
+    folder: &str,
+) -> anyhow::Result<Remote> {
+    let addr = tokio::net::lookup_host(&pin.addr)
+        .await
+        .with_context(|| format!("resolving the sync endpoint {}", pin.addr))?
+        .next()
+        .ok_or_else(|| fail("connect", format!("{} resolves to no address", pin.addr)))?;
+    let host = pin.addr.rsplit_once(':').map_or("localhost", |(h, _)| h);
+    let token = session.access_token().await?;
+    let trust = Trust::Pinned(pin.fingerprint.clone());
+    Ok(Remote::connect(addr, host, &trust, &token.0, device, folder).await?)
+}
+
+/// One pass, renewing the token or the connection once if they lapsed.
+async fn pass(
+    engine: &mut Engine,
+    remote: &mut Remote,
+    session: &Session,
+    (pin, device, folder): (&QuicPin, &str, &str),
+) -> anyhow::Result<PassSummary> {
+    match engine.pass(remote).await {
+        Err(SyncError::Remote(err)) if err.code() == Some(ErrorCode::Unauthorized) => {
+            session.invalidate().await;
+            let token = session.access_token().await?;
+            remote.hello(&token.0, device).await?;
+        }
+        Err(SyncError::Remote(RemoteError::Stream(_) | RemoteError::Connect { .. })) => {
+            *remote = connect(session, pin, device, folder).await?;
+        }
+        other => return Ok(other?),
+    }
+    Ok(engine.pass(remote).await?)
+}
+
+async fn once(
+    engine: &mut Engine,
+    remote: &mut Remote,
+    session: &Session,
+    pin: &QuicPin,
+    device: &str,
+    folder: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut last = PassSummary::default();
+    for _ in 0..ONCE_PASSES_MAX {
+        let this = pass(engine, remote, session, (pin, device, folder)).await?;
+        last = PassSummary {
+            uploaded: last.uploaded + this.uploaded,
+            downloaded: last.downloaded + this.downloaded,
+            deleted_local: last.deleted_local + this.deleted_local,
+            deleted_remote: last.deleted_remote + this.deleted_remote,
+            blocks_up: last.blocks_up + this.blocks_up,
+            bytes_up: last.bytes_up + this.bytes_up,
+            blocks_down: last.blocks_down + this.blocks_down,
+            bytes_down: last.bytes_down + this.bytes_down,
+            conflicts: last.conflicts + this.conflicts,
+            ..this
+        };
+        if last.in_sync {
+            print_summary(&last, json);
+            return Ok(());
+        }
+    }
+    print_summary(&last, json);
+    Err(fail(
+        "not_in_sync",
+        format!(
+            "the folder and the server still differ after {ONCE_PASSES_MAX} passes ({} paths could not be synced; see above)",
+            last.problems
+        ),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn daemon(
+    engine: &mut Engine,
+    remote: &mut Remote,
+    session: &Session,
+    target: (&QuicPin, &str, &str),
+    interval: u64,
+    json: bool,
+    dir: &Path,
+    status: &mut DaemonStatus,
+) -> anyhow::Result<()> {
+    // Registered before the first pass, so a stop during it is not the default (fatal) action.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut stop = Box::pin(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    });
+    let interval = Duration::from_secs(interval.max(1));
+    let mut last_head = None;
+    loop {
+        match pass(engine, remote, session, target).await {
+            Ok(summary) => {
+                if summary.uploaded
+                    + summary.downloaded
+                    + summary.deleted_local
+                    + summary.deleted_remote
+                    + summary.conflicts
+                    > 0
+                {
+                    print_summary(&summary, json);
+                }
+                status.state = if summary.in_sync { "idle" } else { "syncing" }.into();
+                status.seq = summary.seq;
+                status.in_sync = summary.in_sync;
+                status.last_error = None;
+            }
+            Err(err) => {
+                let message = crate::output::one_line(&format!("{err:#}"));
+                warn(&format!("sync pass failed: {message}; retrying"));
+                status.state = "error".into();
+                status.last_error = Some(message);
+                if let Ok(new) = connect(session, target.0, target.1, target.2).await {
+                    *remote = new;
+                }
+            }
+        }
+        status.last_pass_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        write_status(dir, status);
+        // Wait for the interval, a moved head (one round trip a second), or a stop.
+        let deadline = tokio::time::Instant::now() + interval;
+        loop {
+            tokio::select! {
+                () = &mut stop => return Ok(()),
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let head = remote.head().await.ok();
+            if head.is_some() && last_head.is_some() && head != last_head {
+                last_head = head;
+                break;
+            }
+            last_head = head.or(last_head);
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SummaryJson {
+    kind: &'static str,
+    seq: u64,
+    in_sync: bool,
+    uploaded: u64,
+    downloaded: u64,
+    deleted_local: u64,
+    deleted_remote: u64,
+    conflicts: u64,
+    problems: u64,
+    blocks_up: u64,
+    bytes_up: u64,
+    blocks_down: u64,
+    bytes_down: u64,
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn print_summary(s: &PassSummary, json: bool) {
+    if json {
+        let body = SummaryJson {
+            kind: "summary",
+            seq: s.seq,
+            in_sync: s.in_sync,
+            uploaded: s.uploaded,
+            downloaded: s.downloaded,
+            deleted_local: s.deleted_local,
+            deleted_remote: s.deleted_remote,
+            conflicts: s.conflicts,
+            problems: s.problems,
+            blocks_up: s.blocks_up,
+            bytes_up: s.bytes_up,
+            blocks_down: s.blocks_down,
+            bytes_down: s.bytes_down,
+        };
+        if let Ok(text) = serde_json::to_string(&body) {
+            println!("{text}");
+        }
+    } else {
+        eprintln!(
+            "{} at revision {}: {} uploaded, {} downloaded, {} deleted here, {} deleted on the server, {} conflicts ({} sent, {} received)",
+            if s.in_sync { "in sync" } else { "synced" },
+            s.seq,
+            s.uploaded,
+            s.downloaded,
+            s.deleted_local,
+            s.deleted_remote,
+            s.conflicts,
+            human_bytes(s.bytes_up),
+            human_bytes(s.bytes_down)
+        );
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn print_event(event: &Event, json: bool) {
+    let value = match event {
+        Event::Phase(_) | Event::Progress { .. } => return,
+        Event::File { path, what } => {
+            serde_json::json!({"kind": "file", "path": path, "what": what})
+        }
+        Event::Conflict { path, copy, reason } => {
+            serde_json::json!({"kind": "conflict", "path": path, "copy": copy, "reason": reason})
+        }
+        Event::Collision { paths } => serde_json::json!({"kind": "collision", "paths": paths}),
+        Event::Problem { path, message } => {
+            serde_json::json!({"kind": "problem", "path": path, "message": message})
+        }
+    };
+    if json {
+        println!("{value}");
+        return;
+    }
+    match event {
+        Event::File { path, what } => eprintln!("{what}: {path}"),
+        Event::Conflict { path, copy, .. } => match copy {
+            Some(copy) => eprintln!(
+                "conflict: {path} was changed here and on another device; your version is kept as '{copy}'"
+            ),
+            None => eprintln!(
+                "conflict: {path} was edited on one side and deleted on the other; the edit was kept"
+            ),
+        },
+        Event::Collision { paths } => eprintln!(
+            "warning: these names differ only in case or Unicode form and would collide on some systems: {}",
+            paths.join(", ")
+        ),
+        Event::Problem { path, message } => eprintln!("not synced: {path}: {message}"),
+        Event::Phase(_) | Event::Progress { .. } => {}
+    }
+}
+
+/// Runs `cairn sync status`.
+///
+/// # Errors
+/// No config dir.
+#[allow(clippy::print_stdout)]
+pub(crate) fn status(json: bool) -> anyhow::Result<()> {
+    let dir = config_dir()?;
+    let status: Option<DaemonStatus> = std::fs::read(status_path(&dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|s: &DaemonStatus| alive(s.pid));
+    if json {
+        let value = match &status {
+            Some(s) => serde_json::json!({"running": true, "status": s}),
+            None => serde_json::json!({"running": false}),
+        };
+        println!("{value}");
+        return Ok(());
+    }
+    match status {
+        Some(s) => println!(
+            "syncing {} with {} (pid {}): {}{}, revision {}",
+            s.folder,
+            s.server,
+            s.pid,
+            s.state,
+            s.last_error.map(|e| format!(" ({e})")).unwrap_or_default(),
+            s.seq
+        ),
+        None => println!("not running; start it with `cairn sync start --folder DIR`"),
+    }
+    Ok(())
+}
+
+/// Runs `cairn sync stop`: asks the running daemon to stop (SIGTERM) and waits for it.
+///
+/// # Errors
+/// Nothing running; the daemon did not stop in 20 s.
+#[allow(clippy::print_stdout)]
+pub(crate) fn stop(json: bool) -> anyhow::Result<()> {
+    let dir = config_dir()?;
+    let status: DaemonStatus = std::fs::read(status_path(&dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|s: &DaemonStatus| alive(s.pid))
+        .ok_or_else(|| fail("not_running", "no sync is running for this config dir"))?;
+    let pid = rustix::process::Pid::from_raw(i32::try_from(status.pid).unwrap_or(0))
+        .ok_or_else(|| fail("not_running", "the status file names no process"))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        .map_err(|e| fail("stop", format!("signalling pid {}: {e}", status.pid)))?;
+    for _ in 0..200 {
+        if !alive(status.pid) {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"stopped": true, "pid": status.pid})
+                );
+            } else {
+                println!("stopped the sync of {} (pid {})", status.folder, status.pid);
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(fail(
+        "stop",
+        format!("pid {} did not stop within 20 s", status.pid),
+    ))
+}
+
+/// Whether the process runs (a zombie that has exited but not been reaped does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| !matches!(state, 'Z' | 'X'))
+    })
+}

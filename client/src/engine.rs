@@ -1,0 +1,1352 @@
+//! The sync engine: one [`Engine::pass`] brings a local folder and a server folder together.
+//!
+//! A pass:
+//! 1. **Scan** the folder (files whose size, mtime, inode and ctime match the scan cache are not
+//!    read again; others are chunked and hashed, and re-read if they change meanwhile).
+//! 2. **Head**: one round trip. If the head is the one last synced and nothing changed locally,
+//!    the pass ends here, whatever the folder's size.
+//! 3. **Pull** the remote tree's nodes that are not cached (level by level, batched), and diff
+//!    the last-seen remote tree against the new one to update the flattened remote tree.
+//! 4. **Plan**: the pure three-way merge of [`crate::plan`].
+//! 5. **Push**: build the new remote tree from the plan, upload the blocks and nodes the server
+//!    lacks (bottom-up: blocks, then nodes children-first, so an interrupted upload never leaves
+//!    a node whose children are missing), then commit as compare-and-swap. A stale head makes
+//!    the pass start over from the new head (the merge base is unchanged, so nothing is lost).
+//! 6. **Apply** the plan locally: downloads go to a temp file in the same directory, fsynced,
+//!    then renamed over the target, but only if the target is still what the scan saw
+//!    (otherwise the path is left for the next pass, which sees a conflict). Blocks the old
+//!    version of a file already has are copied locally, not downloaded. Every write is recorded
+//!    in the scan cache, so it never comes back as a local change.
+//! 7. **Save** the state.
+//!
+//! Paths are confined to the folder: [`RelPath`] has no `..` or absolute forms, and every
+//! parent of a path written is checked to be a real directory, not a symlink.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::os::unix::fs::{FileExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cairn_protocol::diff::diff;
+use cairn_protocol::path::RelPath;
+use cairn_store::chunk::ChunkConfig;
+use cairn_store::dir::{chunk_dir, store_dir};
+use cairn_store::edit::{Edit, edit_many};
+use cairn_store::fs::{FsBlockStore, FsStoreOptions};
+use cairn_store::node::{DirEntry, EntryKind, FileNode, Node, SymlinkNode};
+use cairn_store::{BlockId, BlockStore, NodeId, NodeStore, Put};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::plan::{self, Action, Entry, Kind, Tree};
+use crate::remote::{CommitResult, Remote, RemoteError};
+use crate::state::{SavedEntry, ScanRecord, State};
+
+/// Prefix of the temp files downloads are written to; the scan skips them.
+pub const TEMP_PREFIX: &str = ".cairn-tmp-";
+
+/// Ids per node or lacking request.
+const IDS_PER_BATCH: usize = 4096;
+
+/// Bytes of blocks per upload or download request.
+const BYTES_PER_BATCH: usize = 16 * 1024 * 1024;
+
+/// Passes that may find a moved head before a pass gives up.
+const STALE_RETRIES_MAX: u32 = 5;
+
+/// What the engine tells its user (CLI, desktop) as it works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A phase started.
+    Phase(&'static str),
+    /// Bytes moved so far in this pass, of a known total.
+    Progress {
+        /// `upload` or `download`.
+        direction: &'static str,
+        /// Done.
+        done: u64,
+        /// Total.
+        total: u64,
+    },
+    /// A file was uploaded or downloaded or deleted.
+    File {
+        /// The path.
+        path: String,
+        /// `uploaded`, `downloaded`, `deleted locally`, `deleted remotely`, `renamed`.
+        what: &'static str,
+    },
+    /// Both sides changed a path; the loser's content is at `copy` (if a copy was made).
+    Conflict {
+        /// The path.
+        path: String,
+        /// Where the other content was kept.
+        copy: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// Names that collide on case-insensitive or normalising filesystems.
+    Collision {
+        /// The colliding paths.
+        paths: Vec<String>,
+    },
+    /// A path that could not be synced this pass (it is retried next pass).
+    Problem {
+        /// The path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The server or the connection.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// The local folder or the state dir.
+    #[error("{0}")]
+    Local(String),
+    /// The pass would delete too much; nothing was deleted.
+    #[error(
+        "this sync would delete {deletes} of {files} files {side}; nothing was deleted. If that is intended, run again with --allow-mass-delete"
+    )]
+    MassDelete {
+        /// Deletions planned.
+        deletes: usize,
+        /// Files in the base.
+        files: usize,
+        /// `locally` or `on the server`.
+        side: &'static str,
+    },
+    /// The server kept moving.
+    #[error("the folder kept changing on the server during {0} attempts; try again")]
+    Busy(u32),
+    /// The server sent data that does not hash to what it claimed.
+    #[error("the server sent a corrupt {0}; the pass was stopped (nothing was written)")]
+    Corrupt(&'static str),
+}
+
+impl From<cairn_store::Error> for SyncError {
+    fn from(e: cairn_store::Error) -> Self {
+        SyncError::Local(e.to_string())
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassSummary {
+    /// Files uploaded (new content committed).
+    pub uploaded: u64,
+    /// Files downloaded.
+    pub downloaded: u64,
+    /// Paths deleted locally.
+    pub deleted_local: u64,
+    /// Paths deleted on the server.
+    pub deleted_remote: u64,
+    /// Blocks sent.
+    pub blocks_up: u64,
+    /// Bytes of blocks sent.
+    pub bytes_up: u64,
+    /// Blocks received.
+    pub blocks_down: u64,
+    /// Bytes of blocks received.
+    pub bytes_down: u64,
+    /// Conflicts found.
+    pub conflicts: u64,
+    /// Paths left for the next pass.
+    pub problems: u64,
+    /// The head after the pass.
+    pub seq: u64,
+    /// Whether folder and server agreed at the end of the pass (nothing left to do).
+    pub in_sync: bool,
+}
+
+/// Settings of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The synced folder.
+    pub root: PathBuf,
+    /// Where this folder's state lives (not inside `root`).
+    pub state_dir: PathBuf,
+    /// This device's name.
+    pub device: String,
+    /// Allow a pass to delete more than half of a folder of more than 10 files.
+    pub allow_mass_delete: bool,
+}
+
+/// The engine of one synced folder.
+pub struct Engine {
+    options: EngineOptions,
+    nodes: Arc<FsBlockStore>,
+    state: State,
+    events: UnboundedSender<Event>,
+}
+
+/// Stores nothing: hashing files to find their blocks, without keeping the data.
+struct HashOnly;
+
+impl BlockStore for HashOnly {
+    fn has(&self, _id: &BlockId) -> cairn_store::Result<bool> {
+        Ok(false)
+    }
+    fn put_many(&self, blocks: &[&[u8]]) -> cairn_store::Result<Vec<Put>> {
+        use rayon::prelude::*;
+        Ok(blocks
+            .par_iter()
+            .map(|b| Put {
+                id: BlockId::of(b),
+                size: b.len() as u64,
+                new: false,
+                stored_size: 0,
+            })
+            .collect())
+    }
+    fn get(&self, id: &BlockId) -> cairn_store::Result<Vec<u8>> {
+        Err(cairn_store::Error::BlockMissing(*id))
+    }
+    fn delete(&self, _id: &BlockId) -> cairn_store::Result<bool> {
+        Ok(false)
+    }
+    fn list(&self) -> cairn_store::Result<Vec<BlockId>> {
+        Ok(Vec::new())
+    }
+    fn sync(&self) -> cairn_store::Result<()> {
+        Ok(())
+    }
+}
+
+/// The content identity of a file: BLAKE3 over its block list (so metadata does not count).
+pub fn content_of(file: &FileNode) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cairn file content v1");
+    for block in file.blocks() {
+        hasher.update(block.id.as_bytes());
+        hasher.update(&block.len.to_le_bytes());
+    }
+    *hasher.finalize().as_bytes()
+}
+
+fn dir_entry_value() -> Entry {
+    Entry {
+        kind: Kind::Dir,
+        content: [0; 32],
+        node: NodeId::from_bytes([0; 32]),
+        size: 0,
+        mode: plan::DIR_MODE_DEFAULT,
+        mtime_ns: 0,
+    }
+}
+
+impl Engine {
+    /// Opens (creating) the state of the folder.
+    ///
+    /// # Errors
+    /// The folder is not a directory; the state dir cannot be created or read.
+    pub fn open(
+        options: EngineOptions,
+        events: UnboundedSender<Event>,
+    ) -> Result<Engine, SyncError> {
+        let meta = fs::metadata(&options.root).map_err(|e| {
+            SyncError::Local(format!(
+                "the folder '{}' cannot be used: {e}",
+                options.root.display()
+            ))
+        })?;
+        if !meta.is_dir() {
+            return Err(SyncError::Local(format!(
+                "'{}' is not a directory",
+                options.root.display()
+            )));
+        }
+        fs::create_dir_all(&options.state_dir).map_err(|e| {
+            SyncError::Local(format!("creating '{}': {e}", options.state_dir.display()))
+        })?;
+        let nodes = FsBlockStore::open(options.state_dir.join("nodes"), FsStoreOptions::DEFAULT)?;
+        let state = State::load(&options.state_dir).map_err(SyncError::Local)?;
+        Ok(Engine {
+            options,
+            nodes: Arc::new(nodes),
+            state,
+            events,
+        })
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// One full sync pass (see the module doc). `remote` must be connected and authenticated.
+    ///
+    /// # Errors
+    /// [`SyncError`]; the state is saved only after a pass that completed its commit, so a
+    /// failed pass is simply repeated.
+    pub async fn pass(&mut self, remote: &Remote) -> Result<PassSummary, SyncError> {
+        self.emit(Event::Phase("scanning"));
+        let local = self.scan().await?;
+        let mut summary = PassSummary::default();
+        for _ in 0..STALE_RETRIES_MAX {
+            let (seq, root) = remote.head().await?;
+            if Some(root) == self.state.remote_root
+                && local == self.state.base
+                && self.state.base == self.state.remote
+            {
+                summary.seq = seq;
+                summary.in_sync = true;
+                return Ok(summary);
+            }
+            self.emit(Event::Phase("pulling"));
+            let remote_tree = self.pull(remote, root).await?;
+            self.state.remote_seq = seq;
+            self.state.remote_root = Some(root);
+            self.state.remote = remote_tree;
+            let now = crate::time::utc_now();
+            let planned = plan::plan(&plan::PlanInput {
+                base: &self.state.base,
+                local: &local,
+                remote: &self.state.remote,
+                device: &self.options.device,
+                now_utc: now,
+            });
+            self.guard_mass_delete(&planned)?;
+            for group in &planned.collisions {
+                self.emit(Event::Collision {
+                    paths: group.iter().map(ToString::to_string).collect(),
+                });
+            }
+            let committed = if planned.remote.is_empty() {
+                (seq, root)
+            } else {
+                self.emit(Event::Phase("uploading"));
+                match self
+                    .push(remote, seq, root, &planned, &local, &mut summary)
+                    .await?
+                {
+                    (CommitResult::Committed(new_seq), new_root) => (new_seq, new_root),
+                    (CommitResult::Stale(..), _) => continue,
+                }
+            };
+            for conflict in &planned.conflicts {
+                summary.conflicts += 1;
+                self.emit(Event::Conflict {
+                    path: conflict.path.to_string(),
+                    copy: conflict.copy.as_ref().map(ToString::to_string),
+                    reason: format!("{:?}", conflict.reason),
+                });
+            }
+            self.emit(Event::Phase("downloading"));
+            let failed = self
+                .apply_local(remote, &planned, &local, &mut summary)
+                .await?;
+            let mut base = planned.merged.clone();
+            for path in &failed {
+                match self.state.base.get(path) {
+                    Some(old) => base.insert(path.clone(), old.clone()),
+                    None => base.remove(path),
+                };
+            }
+            summary.problems = failed.len() as u64;
+            self.state.base = base;
+            self.state.remote_seq = committed.0;
+            self.state.remote_root = Some(committed.1);
+            self.state.remote = planned.merged;
+            self.state
+                .save(&self.options.state_dir)
+                .map_err(SyncError::Local)?;
+            summary.seq = committed.0;
+            summary.in_sync = failed.is_empty()
+                && planned.local.is_empty()
+                && planned.remote.is_empty()
+                && planned.conflicts.is_empty();
+            return Ok(summary);
+        }
+        Err(SyncError::Busy(STALE_RETRIES_MAX))
+    }
+
+    fn guard_mass_delete(&self, planned: &plan::Plan) -> Result<(), SyncError> {
+        if self.options.allow_mass_delete {
+            return Ok(());
+        }
+        let files = self
+            .state
+            .base
+            .values()
+            .filter(|e| e.kind != Kind::Dir)
+            .count();
+        let count = |actions: &[Action]| {
+            actions
+                .iter()
+                .filter(|a| match a {
+                    Action::Delete { path } => self
+                        .state
+                        .base
+                        .get(path)
+                        .is_some_and(|e| e.kind != Kind::Dir),
+                    _ => false,
+                })
+                .count()
+        };
+        for (actions, side) in [
+            (&planned.local, "locally"),
+            (&planned.remote, "on the server"),
+        ] {
+            let deletes = count(actions);
+            if files > 10 && deletes * 2 > files {
+                return Err(SyncError::MassDelete {
+                    deletes,
+                    files,
+                    side,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    // ----- scan -----
+
+    async fn scan(&mut self) -> Result<Tree, SyncError> {
+        let root = self.options.root.clone();
+        let nodes = Arc::clone(&self.nodes);
+        let cache = std::mem::take(&mut self.state.scan);
+        let (tree, cache, problems) =
+            blocking(move || Ok(scan_folder(&root, nodes.as_ref(), cache))).await?;
+        self.state.scan = cache;
+        for (path, message) in problems {
+            self.emit(Event::Problem { path, message });
+        }
+        Ok(tree)
+    }
+
+    // ----- pull -----
+
+    /// Fetches the nodes of the tree at `root` that are not cached, then returns the flattened
+    /// tree (the last-seen remote tree updated by the diff).
+    async fn pull(&mut self, remote: &Remote, root: NodeId) -> Result<Tree, SyncError> {
+        let mut levels: Vec<Vec<(NodeId, Vec<u8>)>> = Vec::new();
+        let mut frontier = vec![root];
+        let mut seen = HashSet::new();
+        while !frontier.is_empty() {
+            let nodes = Arc::clone(&self.nodes);
+            let ids: Vec<BlockId> = frontier.iter().map(|id| BlockId::from(*id)).collect();
+            let present = blocking(move || Ok(nodes.has_many(&ids)?)).await?;
+            let missing: Vec<NodeId> = frontier
+                .iter()
+                .zip(present)
+                .filter(|(_, has)| !has)
+                .map(|(id, _)| *id)
+                .collect();
+            let mut level = Vec::new();
+            let mut next = Vec::new();
+            for batch in missing.chunks(IDS_PER_BATCH) {
+                let fetched = remote.nodes(batch).await?;
+                for (id, bytes) in batch.iter().zip(fetched) {
+                    if NodeId::of(&bytes) != *id {
+                        return Err(SyncError::Corrupt("tree node"));
+                    }
+                    let node = Node::decode(&bytes).map_err(|_| SyncError::Corrupt("tree node"))?;
+                    match &node {
+                        Node::DirLeaf(leaf) => next.extend(leaf.entries().iter().map(|e| e.child)),
+                        Node::DirIndex(index) => {
+                            next.extend(index.children().iter().map(|c| c.child))
+                        }
+                        Node::File(_) | Node::Symlink(_) => {}
+                    }
+                    level.push((*id, bytes));
+                }
+            }
+            levels.push(level);
+            frontier = next.into_iter().filter(|id| seen.insert(*id)).collect();
+        }
+        // Children before parents: a cached node always has its whole subtree cached.
+        let nodes = Arc::clone(&self.nodes);
+        let old_root = self.state.remote_root;
+        let mut tree = std::mem::take(&mut self.state.remote);
+        blocking(move || {
+            for level in levels.iter().rev() {
+                let blocks: Vec<&[u8]> = level.iter().map(|(_, b)| b.as_slice()).collect();
+                nodes.put_many(&blocks)?;
+            }
+            nodes.sync()?;
+            let changes = diff(nodes.as_ref(), old_root.as_ref(), Some(&root))
+                .map_err(|e| SyncError::Local(format!("reading the remote tree: {e}")))?;
+            for change in changes {
+                match change.new {
+                    Some(entry) => {
+                        let value = entry_of(nodes.as_ref(), &entry)?;
+                        tree.insert(change.path, value);
+                    }
+                    None => {
+                        tree.remove(&change.path);
+                    }
+                }
+            }
+            Ok(tree)
+        })
+        .await
+    }
+
+    // ----- push -----
+
+    fn remote_edits(
+        &self,
+        planned: &plan::Plan,
+    ) -> Result<Vec<(Vec<cairn_store::node::Name>, Edit)>, SyncError> {
+        let mut edits = Vec::with_capacity(planned.remote.len());
+        for action in &planned.remote {
+            match action {
+                Action::Put { path, entry } => {
+                    let child = self.node_for(entry)?;
+                    let (kind, size) = match entry.kind {
+                        Kind::File => (EntryKind::File, entry.size),
+                        Kind::Symlink => (EntryKind::Symlink, entry.size),
+                        Kind::Dir => (EntryKind::Dir, 0),
+                    };
+                    edits.push((
+                        path.names(),
+                        Edit::Put(DirEntry {
+                            name: path
+                                .names()
+                                .pop()
+                                .ok_or_else(|| SyncError::Local("empty path".into()))?,
+                            kind,
+                            size,
+                            mtime_ns: if kind == EntryKind::Dir {
+                                0
+                            } else {
+                                entry.mtime_ns
+                            },
+                            mode: entry.mode,
+                            child,
+                        }),
+                    ));
+                }
+                Action::Delete { path } => edits.push((path.names(), Edit::Remove)),
+                Action::Rename { from, to, entry } => {
+                    edits.push((from.names(), Edit::Remove));
+                    let child = self.node_for(entry)?;
+                    edits.push((
+                        to.names(),
+                        Edit::Put(DirEntry {
+                            name: to
+                                .names()
+                                .pop()
+                                .ok_or_else(|| SyncError::Local("empty path".into()))?,
+                            kind: if entry.kind == Kind::Symlink {
+                                EntryKind::Symlink
+                            } else {
+                                EntryKind::File
+                            },
+                            size: entry.size,
+                            mtime_ns: entry.mtime_ns,
+                            mode: entry.mode,
+                            child,
+                        }),
+                    ));
+                }
+            }
+        }
+        Ok(edits)
+    }
+
+    /// The node a merged entry stands for: its own, or (when the merge took the mode from the
+    /// other side) the same blocks re-encoded with the merged metadata. Directories get the
+    /// empty directory (edits fill it).
+    fn node_for(&self, entry: &Entry) -> Result<NodeId, SyncError> {
+        match entry.kind {
+            Kind::Dir => {
+                let empty = chunk_dir(Vec::new())?;
+                store_dir(self.nodes.as_ref(), &empty)?;
+                Ok(empty.root)
+            }
+            Kind::Symlink => Ok(entry.node),
+            Kind::File => match self.nodes.get_node(&entry.node)? {
+                Node::File(file) if file.mode == entry.mode && file.mtime_ns == entry.mtime_ns => {
+                    Ok(entry.node)
+                }
+                Node::File(file) => {
+                    let node = FileNode::new(entry.mode, entry.mtime_ns, file.blocks().to_vec())?;
+                    Ok(self.nodes.put_node(&Node::File(node))?.0)
+                }
+                _ => Err(SyncError::Local(format!(
+                    "node {} is not a file",
+                    entry.node
+                ))),
+            },
+        }
+    }
+
+    async fn push(
+        &mut self,
+        remote: &Remote,
+        seq: u64,
+        root: NodeId,
+        planned: &plan::Plan,
+        local: &Tree,
+        summary: &mut PassSummary,
+    ) -> Result<(CommitResult, NodeId), SyncError> {
+        let edits = self.remote_edits(planned)?;
+        let nodes = Arc::clone(&self.nodes);
+        let new_root = blocking(move || Ok(edit_many(nodes.as_ref(), &root, &edits)?)).await?;
+        // Data blocks of new file content, with where to read them locally.
+        let mut sources: BTreeMap<BlockId, (RelPath, u64, u32)> = BTreeMap::new();
+        for action in &planned.remote {
+            if let Action::Put { path, entry } = action
+                && entry.kind == Kind::File
+            {
+                let Node::File(file) = self.nodes.get_node(&entry.node)? else {
+                    continue;
+                };
+                let Some(source) = local_source(local, planned, path, entry) else {
+                    continue;
+                };
+                let mut offset = 0u64;
+                for block in file.blocks() {
+                    sources
+                        .entry(block.id)
+                        .or_insert_with(|| (source.clone(), offset, block.len));
+                    offset += u64::from(block.len);
+                }
+            }
+        }
+        let ids: Vec<BlockId> = sources.keys().copied().collect();
+        let mut lacking = Vec::new();
+        for batch in ids.chunks(IDS_PER_BATCH) {
+            lacking.extend(remote.lacking(batch).await?.into_iter().map(|i| batch[i]));
+        }
+        let total: u64 = lacking.iter().map(|id| u64::from(sources[id].2)).sum();
+        let mut done = 0u64;
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        for (i, id) in lacking.iter().enumerate() {
+            let (path, offset, len) = &sources[id];
+            let bytes = read_block(&self.options.root, path, *offset, *len)?;
+            if BlockId::of(&bytes) != *id {
+                return Err(SyncError::Local(format!(
+                    "'{path}' changed while it was being uploaded; it will be read again on the next pass"
+                )));
+            }
+            batch_bytes += bytes.len();
+            batch.push(bytes);
+            if batch_bytes >= BYTES_PER_BATCH
+                || batch.len() >= IDS_PER_BATCH
+                || i + 1 == lacking.len()
+            {
+                let sent = remote.put_blocks(&batch).await?;
+                summary.blocks_up += sent.len() as u64;
+                summary.bytes_up += batch_bytes as u64;
+                done += batch_bytes as u64;
+                self.emit(Event::Progress {
+                    direction: "upload",
+                    done,
+                    total,
+                });
+                batch.clear();
+                batch_bytes = 0;
+            }
+        }
+        // Nodes the server lacks, found top-down, sent bottom-up.
+        let mut levels: Vec<Vec<NodeId>> = Vec::new();
+        let mut frontier = vec![new_root];
+        let mut seen = HashSet::new();
+        while !frontier.is_empty() {
+            let ids: Vec<BlockId> = frontier.iter().map(|id| BlockId::from(*id)).collect();
+            let mut missing = Vec::new();
+            for batch in ids.chunks(IDS_PER_BATCH) {
+                missing.extend(
+                    remote
+                        .lacking(batch)
+                        .await?
+                        .into_iter()
+                        .map(|i| NodeId::from(batch[i])),
+                );
+            }
+            let mut next = Vec::new();
+            for id in &missing {
+                match self.nodes.get_node(id)? {
+                    Node::DirLeaf(leaf) => next.extend(leaf.entries().iter().map(|e| e.child)),
+                    Node::DirIndex(index) => next.extend(index.children().iter().map(|c| c.child)),
+                    Node::File(_) | Node::Symlink(_) => {}
+                }
+            }
+            levels.push(missing);
+            frontier = next.into_iter().filter(|id| seen.insert(*id)).collect();
+        }
+        for level in levels.iter().rev() {
+            for batch in level.chunks(IDS_PER_BATCH) {
+                let blocks = batch
+                    .iter()
+                    .map(|id| self.nodes.get(&BlockId::from(*id)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                remote.put_blocks(&blocks).await?;
+            }
+        }
+        let result = remote.commit(seq, new_root).await?;
+        if let CommitResult::Committed(_) = result {
+            for action in &planned.remote {
+                let (path, what) = match action {
+                    Action::Put { path, entry } if entry.kind != Kind::Dir => {
+                        summary.uploaded += 1;
+                        (path, "uploaded")
+                    }
+                    Action::Delete { path } => {
+                        summary.deleted_remote += 1;
+                        (path, "deleted remotely")
+                    }
+                    _ => continue,
+                };
+                self.emit(Event::File {
+                    path: path.to_string(),
+                    what,
+                });
+            }
+        }
+        Ok((result, new_root))
+    }
+
+    // ----- apply locally -----
+
+    /// Runs the plan's local actions; returns the paths left for the next pass.
+    async fn apply_local(
+        &mut self,
+        remote: &Remote,
+        planned: &plan::Plan,
+        local: &Tree,
+        summary: &mut PassSummary,
+    ) -> Result<Vec<RelPath>, SyncError> {
+        let mut failed = Vec::new();
+        let total: u64 = planned
+            .local
+            .iter()
+            .filter_map(|a| match a {
+                Action::Put { entry, .. } if entry.kind == Kind::File => Some(entry.size),
+                _ => None,
+            })
+            .sum();
+        let mut done = 0u64;
+        // The local tree as this pass's own actions leave it, so a later action expects what an
+        // earlier one did (a conflict loser renamed away, then the winner written in its place).
+        let mut view = local.clone();
+        for action in &planned.local {
+            let local = &view;
+            let outcome = match action {
+                Action::Put { path, entry } => {
+                    let result = self.put_local(remote, path, entry, local, summary).await;
+                    if entry.kind == Kind::File {
+                        done += entry.size;
+                        self.emit(Event::Progress {
+                            direction: "download",
+                            done,
+                            total,
+                        });
+                    }
+                    result.map(|wrote| (path, wrote.then_some("downloaded")))
+                }
+                Action::Delete { path } => self.delete_local(path, local).map(|()| {
+                    summary.deleted_local += 1;
+                    (path, Some("deleted locally"))
+                }),
+                Action::Rename { from, to, entry } => self
+                    .rename_local(from, to, entry, local)
+                    .map(|()| (to, Some("renamed"))),
+            };
+            if outcome.is_ok() {
+                match action {
+                    Action::Put { path, entry } => {
+                        view.insert(path.clone(), entry.clone());
+                    }
+                    Action::Delete { path } => {
+                        view.remove(path);
+                    }
+                    Action::Rename { from, to, entry } => {
+                        view.remove(from);
+                        view.insert(to.clone(), entry.clone());
+                    }
+                }
+            }
+            match outcome {
+                Ok((path, Some(what))) => {
+                    if what == "downloaded" {
+                        summary.downloaded += 1;
+                    }
+                    self.emit(Event::File {
+                        path: path.to_string(),
+                        what,
+                    });
+                }
+                Ok((_, None)) => {}
+                Err(LocalFailure::Retry(path, message)) => {
+                    self.emit(Event::Problem {
+                        path: path.to_string(),
+                        message,
+                    });
+                    failed.push(path);
+                }
+                Err(LocalFailure::Fatal(e)) => return Err(e),
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Whether the path still is what the scan saw (`None`: absent).
+    fn unchanged_since_scan(&self, path: &RelPath, local: &Tree) -> bool {
+        let full = self.options.root.join(path.as_str());
+        match (fs::symlink_metadata(&full), local.get(path)) {
+            (Err(e), None) => e.kind() == std::io::ErrorKind::NotFound,
+            (Ok(meta), Some(entry)) if entry.kind == Kind::Dir => meta.is_dir(),
+            (Ok(meta), Some(_)) => self
+                .state
+                .scan
+                .get(path.as_str())
+                .is_some_and(|r| same_stat(r, &meta)),
+            _ => false,
+        }
+    }
+
+    async fn put_local(
+        &mut self,
+        remote: &Remote,
+        path: &RelPath,
+        entry: &Entry,
+        local: &Tree,
+        summary: &mut PassSummary,
+    ) -> Result<bool, LocalFailure> {
+        let root = self.options.root.clone();
+        let full = confined(&root, path).map_err(|m| LocalFailure::Retry(path.clone(), m))?;
+        let retry = |m: String| LocalFailure::Retry(path.clone(), m);
+        match entry.kind {
+            Kind::Dir => {
+                match fs::symlink_metadata(&full) {
+                    Ok(meta) if meta.is_dir() => {}
+                    _ => fs::create_dir(&full)
+                        .map_err(|e| retry(format!("creating the directory: {e}")))?,
+                }
+                Ok(false)
+            }
+            Kind::Symlink => {
+                if !self.unchanged_since_scan(path, local) {
+                    return Err(retry("changed during the sync; retried next pass".into()));
+                }
+                let Node::Symlink(link) = self
+                    .nodes
+                    .get_node(&entry.node)
+                    .map_err(|e| retry(e.to_string()))?
+                else {
+                    return Err(retry("the remote entry is not a symlink".into()));
+                };
+                let target = std::ffi::OsStr::from_bytes_compat(link.target());
+                let temp = temp_path(&full);
+                std::os::unix::fs::symlink(target, &temp).map_err(|e| retry(e.to_string()))?;
+                fs::rename(&temp, &full).map_err(|e| retry(e.to_string()))?;
+                self.record(path, entry);
+                Ok(true)
+            }
+            Kind::File => {
+                // A mode-only change of the same content: chmod.
+                if let Some(current) = local.get(path)
+                    && current.kind == Kind::File
+                    && current.content == entry.content
+                {
+                    if !self.unchanged_since_scan(path, local) {
+                        return Err(retry("changed during the sync; retried next pass".into()));
+                    }
+                    fs::set_permissions(&full, fs::Permissions::from_mode(entry.mode))
+                        .map_err(|e| retry(e.to_string()))?;
+                    self.record(path, entry);
+                    return Ok(false);
+                }
+                let Node::File(file) = self
+                    .nodes
+                    .get_node(&entry.node)
+                    .map_err(|e| retry(e.to_string()))?
+                else {
+                    return Err(retry("the remote entry is not a file".into()));
+                };
+                // Blocks the current local version has, to copy instead of download.
+                let mut have: HashMap<BlockId, (u64, u32)> = HashMap::new();
+                if let Some(current) = local.get(path)
+                    && current.kind == Kind::File
+                    && let Ok(Node::File(old)) = self.nodes.get_node(&current.node)
+                {
+                    let mut offset = 0;
+                    for b in old.blocks() {
+                        have.entry(b.id).or_insert((offset, b.len));
+                        offset += u64::from(b.len);
+                    }
+                }
+                let temp = temp_path(&full);
+                let result = self
+                    .write_file(remote, &temp, &full, &file, &have, summary)
+                    .await;
+                if let Err(e) = result {
+                    let _ = fs::remove_file(&temp);
+                    return Err(e.into_failure(path));
+                }
+                if !self.unchanged_since_scan(path, local) {
+                    let _ = fs::remove_file(&temp);
+                    return Err(retry("changed during the sync; retried next pass".into()));
+                }
+                set_meta(&temp, entry).map_err(&retry)?;
+                fs::rename(&temp, &full).map_err(|e| retry(e.to_string()))?;
+                sync_parent(&full);
+                self.record(path, entry);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn write_file(
+        &self,
+        remote: &Remote,
+        temp: &Path,
+        full: &Path,
+        file: &FileNode,
+        have: &HashMap<BlockId, (u64, u32)>,
+        summary: &mut PassSummary,
+    ) -> Result<(), WriteError> {
+        let out = File::create(temp).map_err(|e| WriteError::Local(e.to_string()))?;
+        let old = if have.is_empty() {
+            None
+        } else {
+            File::open(full).ok()
+        };
+        let mut offset = 0u64;
+        let blocks = file.blocks();
+        let mut i = 0;
+        while i < blocks.len() {
+            // A window of blocks up to BYTES_PER_BATCH.
+            let mut j = i;
+            let mut bytes = 0usize;
+            while j < blocks.len()
+                && (j == i || bytes + blocks[j].len as usize <= BYTES_PER_BATCH)
+                && j - i < IDS_PER_BATCH
+            {
+                bytes += blocks[j].len as usize;
+                j += 1;
+            }
+            let window = &blocks[i..j];
+            let mut data: HashMap<BlockId, Vec<u8>> = HashMap::new();
+            let mut need = Vec::new();
+            for b in window {
+                if data.contains_key(&b.id) || need.contains(&b.id) {
+                    continue;
+                }
+                let local = match (have.get(&b.id), old.as_ref()) {
+                    (Some((off, len)), Some(old)) => {
+                        let mut buf = vec![0u8; *len as usize];
+                        old.read_exact_at(&mut buf, *off)
+                            .ok()
+                            .map(|()| buf)
+                            .filter(|buf| BlockId::of(buf) == b.id)
+                    }
+                    _ => None,
+                };
+                match local {
+                    Some(buf) => {
+                        data.insert(b.id, buf);
+                    }
+                    None => need.push(b.id),
+                }
+            }
+            if !need.is_empty() {
+                let fetched = remote.blocks(&need).await.map_err(WriteError::Remote)?;
+                for (id, bytes) in need.iter().zip(fetched) {
+                    if BlockId::of(&bytes) != *id {
+                        return Err(WriteError::Remote(RemoteError::Protocol {
+                            request: "get_blocks (corrupt block)",
+                        }));
+                    }
+                    summary.blocks_down += 1;
+                    summary.bytes_down += bytes.len() as u64;
+                    data.insert(*id, bytes);
+                }
+            }
+            for b in window {
+                let bytes = data
+                    .get(&b.id)
+                    .ok_or_else(|| WriteError::Local("a block went missing".into()))?;
+                out.write_all_at(bytes, offset)
+                    .map_err(|e| WriteError::Local(e.to_string()))?;
+                offset += u64::from(b.len);
+            }
+            i = j;
+        }
+        out.set_len(offset)
+            .map_err(|e| WriteError::Local(e.to_string()))?;
+        out.sync_all().map_err(|e| WriteError::Local(e.to_string()))
+    }
+
+    fn delete_local(&mut self, path: &RelPath, local: &Tree) -> Result<(), LocalFailure> {
+        let retry = |m: String| LocalFailure::Retry(path.clone(), m);
+        let full = confined(&self.options.root, path).map_err(retry)?;
+        if !self.unchanged_since_scan(path, local) {
+            return Err(retry("changed during the sync; retried next pass".into()));
+        }
+        let result = match local.get(path).map(|e| e.kind) {
+            Some(Kind::Dir) => fs::remove_dir(&full),
+            Some(_) => fs::remove_file(&full),
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(retry(format!("deleting: {e}"))),
+        }
+        self.state.scan.remove(path.as_str());
+        sync_parent(&full);
+        Ok(())
+    }
+
+    fn rename_local(
+        &mut self,
+        from: &RelPath,
+        to: &RelPath,
+        entry: &Entry,
+        local: &Tree,
+    ) -> Result<(), LocalFailure> {
+        let retry = |m: String| LocalFailure::Retry(from.clone(), m);
+        let src = confined(&self.options.root, from).map_err(retry)?;
+        let dst = confined(&self.options.root, to).map_err(retry)?;
+        if !self.unchanged_since_scan(from, local) || fs::symlink_metadata(&dst).is_ok() {
+            return Err(retry("changed during the sync; retried next pass".into()));
+        }
+        fs::rename(&src, &dst).map_err(|e| retry(format!("renaming to '{to}': {e}")))?;
+        if entry.kind == Kind::File {
+            let _ = fs::set_permissions(&dst, fs::Permissions::from_mode(entry.mode));
+        }
+        self.state.scan.remove(from.as_str());
+        self.record(to, entry);
+        sync_parent(&dst);
+        Ok(())
+    }
+
+    /// Records a path the engine wrote, so the next scan does not see it as a local change.
+    fn record(&mut self, path: &RelPath, entry: &Entry) {
+        let full = self.options.root.join(path.as_str());
+        if let Ok(meta) = fs::symlink_metadata(&full) {
+            self.state.scan.insert(
+                path.as_str().to_owned(),
+                ScanRecord {
+                    size: meta.len(),
+                    mtime_ns: mtime_ns(&meta),
+                    inode: meta.ino(),
+                    ctime_ns: ctime_ns(&meta),
+                    entry: SavedEntry::from(entry),
+                },
+            );
+        }
+    }
+}
+
+/// A local action's failure: retried next pass, or fatal for the pass.
+enum LocalFailure {
+    Retry(RelPath, String),
+    Fatal(SyncError),
+}
+
+enum WriteError {
+    Local(String),
+    Remote(RemoteError),
+}
+
+impl WriteError {
+    fn into_failure(self, path: &RelPath) -> LocalFailure {
+        match self {
+            WriteError::Local(m) => LocalFailure::Retry(path.clone(), m),
+            WriteError::Remote(e) => LocalFailure::Fatal(SyncError::Remote(e)),
+        }
+    }
+}
+
+trait OsStrCompat {
+    fn from_bytes_compat(bytes: &[u8]) -> &std::ffi::OsStr;
+}
+
+impl OsStrCompat for std::ffi::OsStr {
+    fn from_bytes_compat(bytes: &[u8]) -> &std::ffi::OsStr {
+        std::os::unix::ffi::OsStrExt::from_bytes(bytes)
+    }
+}
+
+/// Where the content of a file being uploaded can be read: its own path when the local side
+/// has it with that content.
+fn local_source(
+    local: &Tree,
+    _planned: &plan::Plan,
+    path: &RelPath,
+    entry: &Entry,
+) -> Option<RelPath> {
+    if local.get(path).is_some_and(|e| e.content == entry.content) {
+        return Some(path.clone());
+    }
+    local
+        .iter()
+        .find(|(_, e)| e.kind == Kind::File && e.content == entry.content)
+        .map(|(p, _)| p.clone())
+}
+
+fn read_block(root: &Path, path: &RelPath, offset: u64, len: u32) -> Result<Vec<u8>, SyncError> {
+    let full = root.join(path.as_str());
+    let file = File::open(&full).map_err(|e| SyncError::Local(format!("reading '{path}': {e}")))?;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset).map_err(|_| {
+        SyncError::Local(format!(
+            "'{path}' changed while it was being uploaded; it will be read again on the next pass"
+        ))
+    })?;
+    Ok(buf)
+}
+
+/// The absolute path for `path` under `root`, after checking that every parent is a real
+/// directory (never a symlink that could lead outside the folder).
+fn confined(root: &Path, path: &RelPath) -> Result<PathBuf, String> {
+    let mut full = root.to_path_buf();
+    let names: Vec<&str> = path.as_str().split('/').collect();
+    for (i, name) in names.iter().enumerate() {
+        full.push(name);
+        if i + 1 < names.len() {
+            match fs::symlink_metadata(&full) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "'{}' is not a directory (a symlink or file); nothing is written through it",
+                        full.display()
+                    ));
+                }
+                Err(e) => return Err(format!("'{}': {e}", full.display())),
+            }
+        }
+    }
+    Ok(full)
+}
+
+fn temp_path(full: &Path) -> PathBuf {
+    let name = format!("{TEMP_PREFIX}{:016x}", rand_u64());
+    full.parent()
+        .map_or_else(|| PathBuf::from(&name), |p| p.join(&name))
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+fn set_meta(path: &Path, entry: &Entry) -> Result<(), String> {
+    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))
+        .map_err(|e| format!("setting the mode: {e}"))?;
+    let mtime = if entry.mtime_ns >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(entry.mtime_ns.unsigned_abs())
+    } else {
+        std::time::UNIX_EPOCH - std::time::Duration::from_nanos(entry.mtime_ns.unsigned_abs())
+    };
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    file.set_modified(mtime)
+        .map_err(|e| format!("setting the modification time: {e}"))
+}
+
+fn sync_parent(path: &Path) {
+    if let Some(parent) = path.parent()
+        && let Ok(dir) = File::open(parent)
+    {
+        let _ = dir.sync_all();
+    }
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+fn ctime_ns(meta: &fs::Metadata) -> i64 {
+    meta.ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.ctime_nsec())
+}
+
+fn same_stat(record: &ScanRecord, meta: &fs::Metadata) -> bool {
+    record.size == meta.len()
+        && record.mtime_ns == mtime_ns(meta)
+        && record.inode == meta.ino()
+        && record.ctime_ns == ctime_ns(meta)
+}
+
+/// The planner's entry for a tree entry (reading file nodes for their content identity).
+fn entry_of(nodes: &FsBlockStore, entry: &DirEntry) -> Result<Entry, SyncError> {
+    Ok(match entry.kind {
+        EntryKind::Dir => dir_entry_value(),
+        EntryKind::Symlink => Entry {
+            kind: Kind::Symlink,
+            content: *entry.child.as_bytes(),
+            node: entry.child,
+            size: entry.size,
+            mode: entry.mode,
+            mtime_ns: entry.mtime_ns,
+        },
+        EntryKind::File => {
+            let Node::File(file) = nodes.get_node(&entry.child)? else {
+                return Err(SyncError::Corrupt("file node"));
+            };
+            Entry {
+                kind: Kind::File,
+                content: content_of(&file),
+                node: entry.child,
+                size: file.size(),
+                mode: file.mode,
+                mtime_ns: file.mtime_ns,
+            }
+        }
+    })
+}
+
+type ScanResult = (Tree, HashMap<String, ScanRecord>, Vec<(String, String)>);
+
+/// Walks the folder; reuses cache records whose stat matches, hashes the rest.
+fn scan_folder(
+    root: &Path,
+    nodes: &FsBlockStore,
+    cache: HashMap<String, ScanRecord>,
+) -> ScanResult {
+    let mut tree = Tree::new();
+    let mut fresh = HashMap::with_capacity(cache.len());
+    let mut problems = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    let cfg = ChunkConfig::DEFAULT;
+    while let Some((dir, prefix)) = stack.pop() {
+        let read = match fs::read_dir(&dir) {
+            Ok(read) => read,
+            Err(e) => {
+                problems.push((prefix.clone(), format!("cannot read the directory: {e}")));
+                continue;
+            }
+        };
+        for item in read.flatten() {
+            let name = item.file_name();
+            let Some(name) = name.to_str() else {
+                problems.push((
+                    format!("{prefix}{}", name.to_string_lossy()),
+                    "the name is not UTF-8; it is not synced".into(),
+                ));
+                continue;
+            };
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let rel_text = format!("{prefix}{name}");
+            let Ok(rel) = RelPath::parse(&rel_text) else {
+                problems.push((
+                    rel_text,
+                    "the name cannot be synced (reserved or too long)".into(),
+                ));
+                continue;
+            };
+            let full = item.path();
+            let Ok(meta) = fs::symlink_metadata(&full) else {
+                continue;
+            };
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                tree.insert(rel, dir_entry_value());
+                stack.push((full, format!("{rel_text}/")));
+                continue;
+            }
+            if let Some(record) = cache.get(&rel_text)
+                && same_stat(record, &meta)
+                && record.entry.entry().mode == meta.permissions().mode() & 0o7777
+                && nodes
+                    .has(&BlockId::from(record.entry.entry().node))
+                    .unwrap_or(false)
+            {
+                tree.insert(rel, record.entry.entry());
+                fresh.insert(rel_text, record.clone());
+                continue;
+            }
+            let entry = if kind.is_symlink() {
+                let Ok(target) = fs::read_link(&full) else {
+                    continue;
+                };
+                let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec();
+                let len = bytes.len() as u64;
+                let Ok(link) = SymlinkNode::new(bytes) else {
+                    problems.push((rel_text, "the symlink target is too long".into()));
+                    continue;
+                };
+                let Ok((node, _)) = nodes.put_node(&Node::Symlink(link)) else {
+                    continue;
+                };
+                Entry {
+                    kind: Kind::Symlink,
+                    content: *node.as_bytes(),
+                    node,
+                    size: len,
+                    mode: 0o777,
+                    mtime_ns: 0,
+                }
+            } else if kind.is_file() {
+                match cairn_store::ingest::ingest_file(&full, &HashOnly, &cfg) {
+                    Ok(ingested) => {
+                        let content = content_of(&ingested.node);
+                        let size = ingested.node.size();
+                        let (mode, mtime) = (ingested.node.mode, ingested.node.mtime_ns);
+                        match nodes.put_node(&Node::File(ingested.node)) {
+                            Ok((node, _)) => Entry {
+                                kind: Kind::File,
+                                content,
+                                node,
+                                size,
+                                mode,
+                                mtime_ns: mtime,
+                            },
+                            Err(e) => {
+                                problems.push((rel_text, e.to_string()));
+                                continue;
+                            }
+                        }
+                    }
+                    Err(e) if cairn_store::tree::is_vanished(&e) => continue,
+                    Err(e) => {
+                        problems.push((rel_text, format!("{e}; retried next pass")));
+                        continue;
+                    }
+                }
+            } else {
+                problems.push((
+                    rel_text,
+                    "not a file, directory or symlink; not synced".into(),
+                ));
+                continue;
+            };
+            // The stat the entry was read under (ingest re-reads a file that changes).
+            let meta = fs::symlink_metadata(&full).unwrap_or(meta);
+            fresh.insert(
+                rel_text,
+                ScanRecord {
+                    size: meta.len(),
+                    mtime_ns: mtime_ns(&meta),
+                    inode: meta.ino(),
+                    ctime_ns: ctime_ns(&meta),
+                    entry: SavedEntry::from(&entry),
+                },
+            );
+            tree.insert(rel, entry);
+        }
+    }
+    let _ = nodes.sync();
+    (tree, fresh, problems)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SyncError> + Send + 'static,
+) -> Result<T, SyncError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::Local(format!("internal: {e}")))?
+}

@@ -1,0 +1,384 @@
+//! The client end of the QUIC sync protocol: one connection, one stream per request.
+//!
+//! The server's certificate is checked one of two ways: against a pinned fingerprint (trust on
+//! first use, for the self-signed certificate a server generates; a changed certificate is
+//! refused with a message that says what to do), or against the system's roots for a real
+//! certificate. There is no accept-anything verifier.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cairn_protocol::stream::{StreamError, read_control, read_raw, write_control, write_raw};
+use cairn_protocol::wire::{self, ErrorCode, Request, Response};
+use cairn_store::{BlockId, NodeId};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// Why talking to the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// No connection could be made.
+    #[error("cannot reach the sync endpoint at {addr}: {reason}")]
+    Connect {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The connection broke mid-request.
+    #[error("the connection to the server was lost: {0}")]
+    Stream(#[from] StreamError),
+    /// The server refused the request.
+    #[error("the server refused {request}: {message}")]
+    Refused {
+        /// Which request.
+        request: &'static str,
+        /// The server's code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The server answered something that does not fit the request.
+    #[error("the server answered {request} with something unexpected")]
+    Protocol {
+        /// Which request.
+        request: &'static str,
+    },
+}
+
+impl RemoteError {
+    /// The server's error code, when it refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            RemoteError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// How the server's certificate is trusted.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Exactly this fingerprint (`blake3:<hex>` of the leaf certificate).
+    Pinned(String),
+    /// The system's root certificates (a real certificate for `server_name`).
+    SystemRoots,
+}
+
+/// The result of a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitResult {
+    /// The new head.
+    Committed(u64),
+    /// The head moved: (seq, root).
+    Stale(u64, NodeId),
+}
+
+/// A connection to a server's sync endpoint, bound to one folder.
+#[derive(Debug)]
+pub struct Remote {
+    connection: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+    folder: String,
+}
+
+impl Remote {
+    /// Connects and says hello.
+    ///
+    /// # Errors
+    /// [`RemoteError::Connect`] (including a certificate that does not match the pin),
+    /// [`RemoteError::Refused`] for a bad token.
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        trust: &Trust,
+        token: &str,
+        device: &str,
+        folder: &str,
+    ) -> Result<Remote, RemoteError> {
+        let fail = |reason: String| RemoteError::Connect { addr, reason };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| fail(e.to_string()))?;
+        let mut crypto = match trust {
+            Trust::Pinned(fingerprint) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                    fingerprint: fingerprint.clone(),
+                    provider,
+                }))
+                .with_no_client_auth(),
+            Trust::SystemRoots => {
+                let verifier = rustls_platform_verifier::Verifier::new(Arc::clone(&provider))
+                    .map_err(|e| fail(e.to_string()))?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
+                    .with_no_client_auth()
+            }
+        };
+        crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+            .map_err(|e| fail(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(std::time::Duration::from_secs(15)));
+        config.transport_config(Arc::new(transport));
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+                .parse()
+                .map_err(|_| fail("bad bind address".into()))?
+        } else {
+            "0.0.0.0:0"
+                .parse()
+                .map_err(|_| fail("bad bind address".into()))?
+        };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| fail(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| fail(e.to_string()))?;
+        let connection = tokio::time::timeout(std::time::Duration::from_secs(15), connecting)
+            .await
+            .map_err(|_| fail("no answer within 15 s; is the server running and UDP open?".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let remote = Remote {
+            connection,
+            _endpoint: endpoint,
+            folder: folder.to_owned(),
+        };
+        remote.hello(token, device).await?;
+        Ok(remote)
+    }
+
+    /// Authenticates the connection (again) with an access token.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn hello(&self, token: &str, device: &str) -> Result<(), RemoteError> {
+        let request = Request::Hello {
+            version: wire::PROTOCOL_VERSION,
+            token: token.to_owned(),
+            device: device.to_owned(),
+        };
+        match self.call(&request, &[]).await?.0 {
+            Response::Hello { .. } => Ok(()),
+            other => Err(unexpected("hello", other)),
+        }
+    }
+
+    /// Sends a request (and raw frames after it); returns the answer and the stream to read
+    /// any frames that follow it.
+    async fn call(
+        &self,
+        request: &Request,
+        frames: &[Vec<u8>],
+    ) -> Result<(Response, quinn::RecvStream), RemoteError> {
+        let (mut send, mut recv) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|e| RemoteError::Stream(StreamError::Write(e.into())))?;
+        write_control(&mut send, request).await?;
+        for frame in frames {
+            write_raw(&mut send, frame).await?;
+        }
+        let _ = send.finish();
+        let response: Response = read_control(&mut recv).await?;
+        if let Response::Error { code, message } = response {
+            return Err(RemoteError::Refused {
+                request: request.name(),
+                code,
+                message,
+            });
+        }
+        Ok((response, recv))
+    }
+
+    /// The folder's head: (seq, root).
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn head(&self) -> Result<(u64, NodeId), RemoteError> {
+        let request = Request::GetHead {
+            folder: self.folder.clone(),
+        };
+        match self.call(&request, &[]).await?.0 {
+            Response::Head { seq, root } => Ok((seq, root)),
+            other => Err(unexpected("get_head", other)),
+        }
+    }
+
+    /// Node encodings by id (the caller re-hashes them).
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Vec<u8>>, RemoteError> {
+        let request = Request::GetNodes {
+            folder: self.folder.clone(),
+            ids: ids.to_vec(),
+        };
+        let (response, mut recv) = self.call(&request, &[]).await?;
+        match response {
+            Response::Nodes { count } if count as usize == ids.len() => {
+                read_frames(&mut recv, ids.len()).await
+            }
+            other => Err(unexpected("get_nodes", other)),
+        }
+    }
+
+    /// Blocks by id (the caller re-hashes them).
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn blocks(&self, ids: &[BlockId]) -> Result<Vec<Vec<u8>>, RemoteError> {
+        let request = Request::GetBlocks {
+            folder: self.folder.clone(),
+            ids: ids.to_vec(),
+        };
+        let (response, mut recv) = self.call(&request, &[]).await?;
+        match response {
+            Response::Blocks { count } if count as usize == ids.len() => {
+                read_frames(&mut recv, ids.len()).await
+            }
+            other => Err(unexpected("get_blocks", other)),
+        }
+    }
+
+    /// The positions in `ids` of the blocks the server lacks for this folder.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn lacking(&self, ids: &[BlockId]) -> Result<Vec<usize>, RemoteError> {
+        let request = Request::Lacking {
+            folder: self.folder.clone(),
+            ids: ids.to_vec(),
+        };
+        match self.call(&request, &[]).await?.0 {
+            Response::Lacking { indices } => Ok(indices
+                .into_iter()
+                .map(|i| i as usize)
+                .filter(|i| *i < ids.len())
+                .collect()),
+            other => Err(unexpected("lacking", other)),
+        }
+    }
+
+    /// Uploads blocks; returns the ids the server computed.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn put_blocks(&self, blocks: &[Vec<u8>]) -> Result<Vec<BlockId>, RemoteError> {
+        let request = Request::PutBlocks {
+            folder: self.folder.clone(),
+            count: u32::try_from(blocks.len()).unwrap_or(u32::MAX),
+        };
+        match self.call(&request, blocks).await?.0 {
+            Response::Stored { ids, .. } if ids.len() == blocks.len() => Ok(ids),
+            other => Err(unexpected("put_blocks", other)),
+        }
+    }
+
+    /// Compare-and-swap of the head.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn commit(&self, base_seq: u64, root: NodeId) -> Result<CommitResult, RemoteError> {
+        let request = Request::Commit {
+            folder: self.folder.clone(),
+            base_seq,
+            root,
+        };
+        match self.call(&request, &[]).await?.0 {
+            Response::Committed { seq } => Ok(CommitResult::Committed(seq)),
+            Response::Stale { seq, root } => Ok(CommitResult::Stale(seq, root)),
+            other => Err(unexpected("commit", other)),
+        }
+    }
+
+    /// Closes the connection politely.
+    pub fn close(&self) {
+        self.connection.close(0u32.into(), b"done");
+    }
+}
+
+async fn read_frames(
+    recv: &mut quinn::RecvStream,
+    count: usize,
+) -> Result<Vec<Vec<u8>>, RemoteError> {
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        out.push(read_raw(recv, wire::RAW_FRAME_MAX).await?);
+    }
+    Ok(out)
+}
+
+fn unexpected(request: &'static str, response: Response) -> RemoteError {
+    tracing::debug!(?response, request, "unexpected answer");
+    RemoteError::Protocol { request }
+}
+
+/// Accepts exactly one certificate, by fingerprint, and still checks the handshake signatures
+/// with it (so the peer must hold the pinned certificate's key).
+#[derive(Debug)]
+struct PinnedVerifier {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen = format!("blake3:{}", blake3::hash(end_entity).to_hex());
+        if seen == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the server's certificate changed (pinned {}, now {seen}); if you trust this change, run `cairn user login` again to pin the new one",
+                self.fingerprint
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

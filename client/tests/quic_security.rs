@@ -1,0 +1,258 @@
+//! The QUIC endpoint's refusals: no hello, a bad token, another user's blocks and nodes, forged
+//! commits (blocks never uploaded, wrong sizes, a stale base), a changed certificate.
+
+use std::net::SocketAddr;
+
+use cairn_client::remote::{CommitResult, Remote, RemoteError, Trust};
+use cairn_protocol::wire::ErrorCode;
+use cairn_server::Server;
+use cairn_server::config::ServerConfig;
+use cairn_store::dir::chunk_dir;
+use cairn_store::node::{BlockRef, DirEntry, EntryKind, FileNode, Name, Node};
+use cairn_store::{BlockId, NodeId};
+
+struct TestServer {
+    http: String,
+    quic: SocketAddr,
+    fingerprint: String,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_server() -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = ServerConfig {
+        listen: addr,
+        data_dir: dir.path().to_path_buf(),
+        database_url: format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("cairn.db").display()
+        ),
+        storage_path: dir.path().join("blocks"),
+        jwt_secret: b"quic-security-test-secret-32-by!".to_vec(),
+        quota_default: 1 << 20,
+        upload_size_max: 1 << 20,
+        version_retention: None,
+        quic_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        tls: None,
+    };
+    let server = Server::start(config).await.expect("server starts");
+    let quic = server.quic_addr().expect("QUIC runs");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = server
+            .serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let http = format!("http://{addr}");
+    let info: serde_json::Value = reqwest::get(format!("{http}/sync/info"))
+        .await
+        .expect("sync info")
+        .json()
+        .await
+        .expect("json");
+    TestServer {
+        http,
+        quic,
+        fingerprint: info["fingerprint"]
+            .as_str()
+            .expect("fingerprint")
+            .to_owned(),
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+async fn token(server: &TestServer, user: &str) -> String {
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"username": user, "email": format!("{user}@example.com"), "password": "correct horse battery"});
+    client
+        .post(format!("{}/auth/register", server.http))
+        .json(&body)
+        .send()
+        .await
+        .expect("register");
+    let login: serde_json::Value = client
+        .post(format!("{}/auth/login", server.http))
+        .json(&serde_json::json!({"username": user, "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    login["access_token"].as_str().expect("token").to_owned()
+}
+
+async fn connect(server: &TestServer, token: &str) -> Result<Remote, RemoteError> {
+    Remote::connect(
+        server.quic,
+        "localhost",
+        &Trust::Pinned(server.fingerprint.clone()),
+        token,
+        "test-device",
+        "default",
+    )
+    .await
+}
+
+fn code(result: Result<impl std::fmt::Debug, RemoteError>) -> ErrorCode {
+    match result {
+        Err(e) => e.code().unwrap_or_else(|| panic!("not a refusal: {e}")),
+        Ok(v) => panic!("accepted: {v:?}"),
+    }
+}
+
+/// A root with one file of `blocks`, claiming `size`; returns (root bytes, file bytes, root id).
+fn tree_with(blocks: &[&[u8]], size: u64) -> (Vec<u8>, Vec<u8>, NodeId) {
+    let refs = blocks
+        .iter()
+        .map(|b| BlockRef {
+            id: BlockId::of(b),
+            len: u32::try_from(b.len()).expect("small"),
+        })
+        .collect();
+    let file = Node::File(FileNode::new(0o644, 0, refs).expect("file"));
+    let entry = DirEntry {
+        name: Name::new(b"f.txt".to_vec()).expect("name"),
+        kind: EntryKind::File,
+        size,
+        mtime_ns: 0,
+        mode: 0o644,
+        child: file.id(),
+    };
+    let dir = chunk_dir(vec![entry]).expect("dir");
+    let (root, root_node) = dir.nodes.into_iter().next().expect("one node");
+    (root_node.to_bytes(), file.to_bytes(), root)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_bad_tokens_and_changed_certificates() {
+    let server = start_server().await;
+    assert_eq!(
+        code(connect(&server, "not-a-token").await),
+        ErrorCode::Unauthorized
+    );
+    let token = token(&server, "erin").await;
+    let wrong_pin = Remote::connect(
+        server.quic,
+        "localhost",
+        &Trust::Pinned("blake3:0000".to_owned()),
+        &token,
+        "d",
+        "default",
+    )
+    .await;
+    let Err(err) = wrong_pin else {
+        panic!("a changed certificate was accepted")
+    };
+    assert!(err.to_string().contains("certificate"), "{err}");
+    let remote = connect(&server, &token).await.expect("connects");
+    let (seq, _) = remote.head().await.expect("head");
+    assert_eq!(seq, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_hashes_are_not_capabilities() {
+    let server = start_server().await;
+    let alice = connect(&server, &token(&server, "alice").await)
+        .await
+        .expect("alice");
+    let mallory = connect(&server, &token(&server, "mallory").await)
+        .await
+        .expect("mallory");
+    let secret = b"alice's secret".to_vec();
+    let (root_bytes, file_bytes, root) = tree_with(&[&secret], secret.len() as u64);
+    alice
+        .put_blocks(&[secret.clone(), file_bytes, root_bytes])
+        .await
+        .expect("put");
+    let (seq, _) = alice.head().await.expect("head");
+    assert_eq!(
+        alice.commit(seq, root).await.expect("commit"),
+        CommitResult::Committed(1)
+    );
+    assert_eq!(
+        alice
+            .blocks(&[BlockId::of(&secret)])
+            .await
+            .expect("own block"),
+        vec![secret.clone()]
+    );
+
+    // Mallory knows the hashes but gets nothing, and is told the block is lacking.
+    assert_eq!(
+        code(mallory.blocks(&[BlockId::of(&secret)]).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(code(mallory.nodes(&[root]).await), ErrorCode::NotFound);
+    assert_eq!(
+        mallory
+            .lacking(&[BlockId::of(&secret)])
+            .await
+            .expect("lacking"),
+        vec![0]
+    );
+    // Nor can she commit a tree naming Alice's blocks without uploading them.
+    let (_, _, root2) = tree_with(&[&secret], secret.len() as u64);
+    assert_eq!(code(mallory.commit(0, root2).await), ErrorCode::Missing);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_commits_are_refused() {
+    let server = start_server().await;
+    let remote = connect(&server, &token(&server, "frank").await)
+        .await
+        .expect("connect");
+    let data = b"some content".to_vec();
+    // A tree whose blocks were never uploaded.
+    let (root_bytes, file_bytes, root) = tree_with(&[&data], data.len() as u64);
+    remote
+        .put_blocks(&[file_bytes.clone(), root_bytes.clone()])
+        .await
+        .expect("put nodes");
+    assert_eq!(code(remote.commit(0, root).await), ErrorCode::Missing);
+    // A directory entry that lies about the file's size (to dodge the quota).
+    let (root_bytes, file_bytes, root) = tree_with(&[&data], 1);
+    remote
+        .put_blocks(&[data.clone(), file_bytes, root_bytes])
+        .await
+        .expect("put");
+    assert_eq!(code(remote.commit(0, root).await), ErrorCode::InvalidTree);
+    // A root that is a file node.
+    let (_, file_bytes, _) = tree_with(&[&data], data.len() as u64);
+    remote.put_blocks(std::slice::from_ref(&file_bytes)).await.expect("put");
+    assert_eq!(
+        code(remote.commit(0, NodeId::of(&file_bytes)).await),
+        ErrorCode::InvalidTree
+    );
+    // A good tree commits once; the same base again is stale.
+    let (root_bytes, file_bytes, root) = tree_with(&[&data], data.len() as u64);
+    remote
+        .put_blocks(&[file_bytes, root_bytes])
+        .await
+        .expect("put");
+    assert_eq!(
+        remote.commit(0, root).await.expect("commit"),
+        CommitResult::Committed(1)
+    );
+    let empty = chunk_dir(Vec::new()).expect("empty").root;
+    match remote.commit(0, empty).await.expect("answer") {
+        CommitResult::Stale(seq, head) => assert_eq!((seq, head), (1, root)),
+        other => panic!("stale base accepted: {other:?}"),
+    }
+    // Over quota (1 MiB): a 2 MiB file.
+    let big: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let halves: Vec<&[u8]> = big.chunks(1 << 20).collect();
+    let (root_bytes, file_bytes, root) = tree_with(&halves, big.len() as u64);
+    let mut blocks: Vec<Vec<u8>> = halves.iter().map(|h| h.to_vec()).collect();
+    blocks.extend([file_bytes, root_bytes]);
+    remote.put_blocks(&blocks).await.expect("put");
+    assert_eq!(code(remote.commit(1, root).await), ErrorCode::OverQuota);
+}

@@ -1,0 +1,345 @@
+//! The sync engine against a real in-process server (SQLite, QUIC on loopback): two devices
+//! of one user keep a folder identical, and the scenarios of `../shared/reliability.md` hold.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use cairn_client::engine::{Engine, EngineOptions, Event, PassSummary, SyncError};
+use cairn_client::remote::{Remote, Trust};
+use cairn_server::Server;
+use cairn_server::config::ServerConfig;
+use tokio::sync::mpsc;
+
+struct TestServer {
+    http: String,
+    quic: SocketAddr,
+    fingerprint: String,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_server() -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = ServerConfig {
+        listen: addr,
+        data_dir: dir.path().to_path_buf(),
+        database_url: format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("cairn.db").display()
+        ),
+        storage_path: dir.path().join("blocks"),
+        jwt_secret: b"engine-test-secret-of-32-bytes!!".to_vec(),
+        quota_default: 1 << 32,
+        upload_size_max: 1 << 30,
+        version_retention: None,
+        quic_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        tls: None,
+    };
+    let server = Server::start(config).await.expect("server starts");
+    let quic = server.quic_addr().expect("QUIC runs");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = server
+            .serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let http = format!("http://{addr}");
+    let info: serde_json::Value = reqwest::get(format!("{http}/sync/info"))
+        .await
+        .expect("sync info")
+        .json()
+        .await
+        .expect("json");
+    TestServer {
+        http,
+        quic,
+        fingerprint: info["fingerprint"]
+            .as_str()
+            .expect("fingerprint")
+            .to_owned(),
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+async fn token(server: &TestServer, user: &str) -> String {
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"username": user, "email": format!("{user}@example.com"), "password": "correct horse battery"});
+    let _ = client
+        .post(format!("{}/auth/register", server.http))
+        .json(&body)
+        .send()
+        .await
+        .expect("register");
+    let login: serde_json::Value = client
+        .post(format!("{}/auth/login", server.http))
+        .json(&serde_json::json!({"username": user, "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    login["access_token"].as_str().expect("token").to_owned()
+}
+
+struct Device {
+    engine: Engine,
+    remote: Remote,
+    root: PathBuf,
+    events: mpsc::UnboundedReceiver<Event>,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Device {
+    async fn new(server: &TestServer, token: &str, name: &str) -> Device {
+        let root = tempfile::tempdir().expect("root");
+        let state = tempfile::tempdir().expect("state");
+        let (tx, events) = mpsc::unbounded_channel();
+        let engine = Engine::open(
+            EngineOptions {
+                root: root.path().to_path_buf(),
+                state_dir: state.path().to_path_buf(),
+                device: name.to_owned(),
+                allow_mass_delete: false,
+            },
+            tx,
+        )
+        .expect("engine");
+        let remote = Remote::connect(
+            server.quic,
+            "localhost",
+            &Trust::Pinned(server.fingerprint.clone()),
+            token,
+            name,
+            "default",
+        )
+        .await
+        .expect("connect");
+        Device {
+            engine,
+            remote,
+            root: root.path().to_path_buf(),
+            events,
+            _dirs: (root, state),
+        }
+    }
+
+    async fn sync(&mut self) -> PassSummary {
+        self.try_sync().await.expect("pass")
+    }
+
+    async fn try_sync(&mut self) -> Result<PassSummary, SyncError> {
+        self.engine.pass(&self.remote).await
+    }
+
+    fn write(&self, path: &str, bytes: &[u8]) {
+        let full = self.root.join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, bytes).expect("write");
+    }
+
+    fn conflicts(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            if matches!(event, Event::Conflict { .. }) {
+                out.push(event);
+            }
+        }
+        out
+    }
+}
+
+/// Every file and symlink under `root` with its content (and mode for files).
+fn snapshot(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for item in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let path = item.path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
+            let meta = std::fs::symlink_metadata(&path).expect("meta");
+            if meta.is_dir() {
+                out.insert(format!("{rel}/"), (Vec::new(), 0));
+                stack.push(path);
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).expect("link");
+                out.insert(rel, (target.to_string_lossy().as_bytes().to_vec(), 0o777));
+            } else {
+                let mode = meta.permissions().mode() & 0o7777;
+                out.insert(rel, (std::fs::read(&path).expect("read"), mode));
+            }
+        }
+    }
+    out
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_converge_and_no_change_is_one_round_trip() {
+    let server = start_server().await;
+    let token = token(&server, "alice").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+
+    a.write("notes/todo.txt", b"buy milk\n");
+    a.write("photos/2024/beach.jpg", &pseudo_random(3 << 20, 1));
+    a.write("empty.txt", b"");
+    std::fs::create_dir_all(a.root.join("empty-dir")).expect("mkdir");
+    std::os::unix::fs::symlink("notes/todo.txt", a.root.join("link")).expect("symlink");
+    std::fs::set_permissions(
+        a.root.join("notes/todo.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+
+    let up = a.sync().await;
+    assert_eq!(up.uploaded, 4, "{up:?}");
+    assert!(up.bytes_up >= 3 << 20, "{up:?}");
+    let down = b.sync().await;
+    assert_eq!(down.downloaded, 4, "{down:?}");
+    assert_eq!(snapshot(&a.root), snapshot(&b.root));
+
+    // Nothing changed: both passes end at the head check, moving no blocks.
+    for device in [&mut a, &mut b] {
+        let quiet = device.sync().await;
+        assert!(quiet.in_sync, "{quiet:?}");
+        assert_eq!((quiet.blocks_up, quiet.blocks_down), (0, 0));
+    }
+
+    // Disjoint changes on both sides merge.
+    a.write("notes/todo.txt", b"buy milk\nand bread\n");
+    std::fs::remove_file(b.root.join("empty.txt")).expect("rm");
+    b.write("new-on-b.txt", b"hello from b");
+    a.sync().await;
+    b.sync().await;
+    a.sync().await;
+    assert_eq!(snapshot(&a.root), snapshot(&b.root));
+    assert!(!a.root.join("empty.txt").exists(), "the delete propagated");
+    assert_eq!(
+        std::fs::read(b.root.join("notes/todo.txt")).expect("read"),
+        b"buy milk\nand bread\n"
+    );
+    let quiet = b.sync().await;
+    assert!(quiet.in_sync, "no sync loop: {quiet:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_edits_keep_both_and_edit_beats_delete() {
+    let server = start_server().await;
+    let token = token(&server, "bob").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    a.write("report.txt", b"v1");
+    a.write("plan.txt", b"p1");
+    a.sync().await;
+    b.sync().await;
+
+    // Edit/edit: the commit the server accepted first wins; the other is kept as a copy.
+    a.write("report.txt", b"from a");
+    b.write("report.txt", b"from b, longer");
+    // Edit/delete: the edit survives.
+    std::fs::remove_file(a.root.join("plan.txt")).expect("rm");
+    b.write("plan.txt", b"p2 edited on b");
+    a.sync().await;
+    let pass = b.sync().await;
+    assert_eq!(pass.conflicts, 2, "{pass:?}");
+    a.sync().await;
+    assert_eq!(snapshot(&a.root), snapshot(&b.root));
+    assert_eq!(
+        std::fs::read(a.root.join("report.txt")).expect("read"),
+        b"from a"
+    );
+    assert_eq!(
+        std::fs::read(a.root.join("plan.txt")).expect("read"),
+        b"p2 edited on b"
+    );
+    let copies: Vec<String> = snapshot(&a.root)
+        .into_iter()
+        .filter(|(p, (bytes, _))| {
+            p.starts_with("report (conflict from desktop ") && bytes == b"from b, longer"
+        })
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "the loser is kept beside it: {:?}",
+        snapshot(&a.root).keys()
+    );
+    assert!(!b.conflicts().is_empty(), "the user is told");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_byte_change_in_a_big_file_moves_few_blocks() {
+    let server = start_server().await;
+    let token = token(&server, "carol").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    let mut data = pseudo_random(24 << 20, 7);
+    a.write("big.bin", &data);
+    a.sync().await;
+    b.sync().await;
+    data[12 << 20] ^= 0xff;
+    a.write("big.bin", &data);
+    let up = a.sync().await;
+    assert!(
+        up.blocks_up <= 2 + 3,
+        "data blocks plus a few tree nodes: {up:?}"
+    );
+    let down = b.sync().await;
+    assert!(down.blocks_down <= 2, "{down:?}");
+    assert_eq!(std::fs::read(b.root.join("big.bin")).expect("read"), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_device_does_not_resurrect_deletes_and_mass_deletes_pause() {
+    let server = start_server().await;
+    let token = token(&server, "dave").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    for i in 0..20 {
+        a.write(&format!("docs/{i}.txt"), format!("doc {i}").as_bytes());
+    }
+    a.sync().await;
+    b.sync().await;
+    // B is offline while A deletes one file; B comes back with its stale copy untouched.
+    std::fs::remove_file(a.root.join("docs/3.txt")).expect("rm");
+    a.sync().await;
+    b.sync().await;
+    assert!(!b.root.join("docs/3.txt").exists(), "deleted on B too");
+    a.sync().await;
+    assert!(!a.root.join("docs/3.txt").exists(), "not resurrected on A");
+
+    // Deleting most of the folder pauses instead of propagating.
+    for i in 0..15 {
+        let _ = std::fs::remove_file(a.root.join(format!("docs/{i}.txt")));
+    }
+    let err = a.try_sync().await.expect_err("mass delete refused");
+    assert!(matches!(err, SyncError::MassDelete { .. }), "{err}");
+    b.sync().await;
+    assert!(b.root.join("docs/10.txt").exists(), "nothing deleted on B");
+}

@@ -1,0 +1,72 @@
+//! Reading and writing frames on QUIC streams (feature `quic`): the only IO in this crate, kept
+//! to the framing of [`crate::wire`] so client and server share it.
+
+use quinn::{RecvStream, SendStream};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::wire::{self, CONTROL_FRAME_MAX, FrameError};
+
+/// A frame could not be moved over a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Too large or malformed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer closed or reset the stream, or the connection was lost.
+    #[error("reading from the connection: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    /// Writing failed (connection lost, stream stopped).
+    #[error("writing to the connection: {0}")]
+    Write(#[from] quinn::WriteError),
+}
+
+async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Vec<u8>, StreamError> {
+    let mut header = [0u8; 4];
+    recv.read_exact(&mut header).await?;
+    let len = wire::frame_len(header, max)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// Reads one control frame and decodes it.
+///
+/// # Errors
+/// [`StreamError`].
+pub async fn read_control<T: DeserializeOwned>(recv: &mut RecvStream) -> Result<T, StreamError> {
+    let body = read_frame(recv, CONTROL_FRAME_MAX).await?;
+    Ok(wire::decode(&body)?)
+}
+
+/// Reads one raw frame (a block or node) of at most `max` bytes.
+///
+/// # Errors
+/// [`StreamError`].
+pub async fn read_raw(recv: &mut RecvStream, max: u32) -> Result<Vec<u8>, StreamError> {
+    read_frame(recv, max.min(wire::RAW_FRAME_MAX)).await
+}
+
+/// Writes one control frame.
+///
+/// # Errors
+/// [`StreamError`].
+pub async fn write_control<T: Serialize>(
+    send: &mut SendStream,
+    message: &T,
+) -> Result<(), StreamError> {
+    let frame = wire::encode(message)?;
+    send.write_all(&frame).await?;
+    Ok(())
+}
+
+/// Writes one raw frame.
+///
+/// # Errors
+/// [`StreamError`].
+pub async fn write_raw(send: &mut SendStream, bytes: &[u8]) -> Result<(), StreamError> {
+    let header = wire::raw_header(bytes.len())?;
+    send.write_all(&header).await?;
+    send.write_all(bytes).await?;
+    Ok(())
+}
