@@ -227,7 +227,10 @@ async fn forged_commits_are_refused() {
     assert_eq!(code(remote.commit(0, root).await), ErrorCode::InvalidTree);
     // A root that is a file node.
     let (_, file_bytes, _) = tree_with(&[&data], data.len() as u64);
-    remote.put_blocks(std::slice::from_ref(&file_bytes)).await.expect("put");
+    remote
+        .put_blocks(std::slice::from_ref(&file_bytes))
+        .await
+        .expect("put");
     assert_eq!(
         code(remote.commit(0, NodeId::of(&file_bytes)).await),
         ErrorCode::InvalidTree
