@@ -1,17 +1,38 @@
 //! The command line, as clap types. Command names and flags are the design's contract; this
 //! module only describes them and does no work.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 
 use crate::sync::SyncStartArgs;
 
+/// Exit statuses, shown under `cairn --help`.
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  error (one line on stderr says what failed and why)
+  2  usage error (a flag or argument is wrong)
+  3  stopped for you to decide: the mass-delete guard tripped, conflicts are pending,
+     or a backup or restore had to skip files
+
+Environment:
+  CAIRN_CONFIG_DIR  config and state directory (default: $XDG_CONFIG_HOME/cairn)
+  CAIRN_PASSWORD    password for `user register|login` (else --password-stdin or a prompt)";
+
 /// Keep folders in sync with a Cairn server.
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, propagate_version = true)]
+#[command(name = "cairn", version, propagate_version = true, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
     /// Print machine-readable JSON on stdout, errors included
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// Print only errors (no progress, no per-file lines)
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+    /// Print more: every file as it is transferred
+    #[arg(short, long, global = true)]
+    pub(crate) verbose: bool,
 
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -28,6 +49,121 @@ pub(crate) enum Command {
     /// Keep a local folder in sync with the server
     #[command(subcommand)]
     Sync(SyncCommand),
+    /// List, upload, download, delete and restore files of the `default` folder
+    #[command(subcommand)]
+    Files(FilesCommand),
+    /// Show the conflicts sync recorded, or resolve one
+    Conflicts(ConflictsArgs),
+    /// Push DIR as a new snapshot of a server folder (one-way; nothing local changes)
+    Backup(BackupArgs),
+    /// List a folder's snapshots (its commits)
+    Snapshots(SnapshotsArgs),
+    /// Write a snapshot of a folder into DEST
+    Restore(RestoreArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FilesCommand {
+    /// List files, all or those at or under PATH
+    Ls {
+        /// A file or directory in the folder
+        path: Option<String>,
+    },
+    /// Upload a local file as REMOTE (default: its file name)
+    Add {
+        /// The local file
+        local: PathBuf,
+        /// Its path in the folder
+        remote: Option<String>,
+    },
+    /// Download REMOTE to LOCAL (default: its file name, in the current directory)
+    #[command(disable_version_flag = true)]
+    Get {
+        /// The file's path in the folder
+        remote: String,
+        /// Where to write it (an existing directory: inside it)
+        local: Option<PathBuf>,
+        /// Replace LOCAL if it exists
+        #[arg(long)]
+        force: bool,
+        /// Download this version instead of the current one
+        #[arg(long, value_name = "N")]
+        version: Option<u64>,
+    },
+    /// Delete REMOTE (its versions stay restorable)
+    Rm {
+        /// The file's path in the folder
+        remote: String,
+    },
+    /// Show REMOTE's version history
+    Versions {
+        /// The file's path in the folder
+        remote: String,
+    },
+    /// Make version N of REMOTE its current version again (a deleted file comes back)
+    #[command(disable_version_flag = true)]
+    Restore {
+        /// The file's path in the folder
+        remote: String,
+        /// The version to bring back (see `cairn files versions`)
+        #[arg(long, value_name = "N")]
+        version: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConflictsArgs {
+    /// End the conflict at PATH (relative to its synced folder)
+    #[arg(long, value_name = "PATH", requires = "keep")]
+    pub(crate) resolve: Option<String>,
+    /// Which content stays at PATH: `remote` (the winner now there) or `local` (the copy)
+    #[arg(long, value_enum, requires = "resolve")]
+    pub(crate) keep: Option<Keep>,
+}
+
+/// Which side of a conflict to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Keep {
+    /// The content that won (it is at the path): the conflict copy is deleted
+    Remote,
+    /// Your content (in the conflict copy): it is moved back over the path
+    Local,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupArgs {
+    /// The directory to back up
+    pub(crate) dir: PathBuf,
+    /// The server folder to commit to, created if missing [default: backup-<hostname>]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) remote: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotsArgs {
+    /// The server folder [default: backup-<hostname>]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) remote: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RestoreArgs {
+    /// Where to write the snapshot (created if missing)
+    pub(crate) dest: PathBuf,
+    /// The server folder [default: backup-<hostname>]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) remote: Option<String>,
+    /// The snapshot (commit seq) to restore [default: the latest]
+    #[arg(long, value_name = "SEQ")]
+    pub(crate) at: Option<u64>,
+    /// Write into a non-empty DEST (files the snapshot has are replaced; others stay)
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,18 +1,22 @@
 //! `cairn`: the command-line client.
 //!
 //! `main` parses the command line, resolves the config directory, runs one command and reports:
-//! exit status 0 on success; on failure status 1 and exactly one line `cairn: <reason>` on
-//! stderr (with `--json`, also `{"error": {"code", "message"}}` on stdout). A closed stdout pipe
-//! is not a failure. Not built yet: `files`, `conflicts`, `backup`, `snapshots`, `restore`, and
-//! `sync` itself (its arguments are wired; `sync.rs` fills in).
+//! exit status 0 on success; on failure exactly one line `cairn: <reason>` on stderr (with
+//! `--json`, also `{"error": {"code", "message"}}` on stdout) and status 1, 2 for a usage
+//! error, or 3 when the command stopped for the user to decide (mass-delete guard, an
+//! incomplete backup or restore, conflicts found by `sync start --once`). A closed stdout pipe is not a failure.
 
 // A binary talks to its user on stdout and stderr; all of it goes through `output`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
 mod config_cmd;
+mod conflicts;
+mod files;
 mod output;
 mod password;
+mod progress;
+mod snapshot;
 mod sync;
 mod user;
 
@@ -45,10 +49,26 @@ fn main() -> ExitCode {
         },
         Ok(None) => ExitCode::SUCCESS,
         Err(err) => {
-            print_failure(error_code(&err), &format!("{err:#}"), json);
-            ExitCode::FAILURE
+            let code = error_code(&err);
+            print_failure(code, &format!("{err:#}"), json);
+            exit_status(code)
         }
     }
+}
+
+/// Exit status 3 for failures that wait for the user's decision, 1 for the others.
+fn exit_status(code: &str) -> ExitCode {
+    match code {
+        "mass_delete" | "incomplete" | "conflicts_pending" => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
 
 /// Runs one command. `None` means the command printed its own output (sync).
@@ -70,6 +90,42 @@ fn run(cli: Cli) -> anyhow::Result<Option<Report>> {
         Command::User(command) => {
             let dir = cairn_client::config::config_dir()?;
             run_user(command, &dir).map(Some)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "cairn", &mut std::io::stdout());
+            Ok(None)
+        }
+        Command::Files(command) => {
+            let dir = cairn_client::config::config_dir()?;
+            runtime()?
+                .block_on(files::run(&command, &dir, cli.quiet, json))
+                .map(Some)
+        }
+        Command::Backup(args) => {
+            let dir = cairn_client::config::config_dir()?;
+            let flags = (cli.quiet, cli.verbose, json);
+            runtime()?
+                .block_on(snapshot::backup(&args, &dir, flags))
+                .map(Some)
+        }
+        Command::Snapshots(args) => {
+            let dir = cairn_client::config::config_dir()?;
+            runtime()?
+                .block_on(snapshot::snapshots(&args, &dir))
+                .map(Some)
+        }
+        Command::Restore(args) => {
+            let dir = cairn_client::config::config_dir()?;
+            let flags = (cli.quiet, cli.verbose, json);
+            runtime()?
+                .block_on(snapshot::restore(&args, &dir, flags))
+                .map(Some)
+        }
+        Command::Conflicts(args) => {
+            let dir = cairn_client::config::config_dir()?;
+            conflicts::run(&args, &dir).map(Some)
         }
     }
 }
@@ -103,7 +159,7 @@ fn usage_failure(err: &clap::Error, json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     print_failure("usage", &usage_line(err), json);
-    ExitCode::FAILURE
+    ExitCode::from(2)
 }
 
 /// clap's message up to its first blank line (before "Usage:" and tips), with a hint.

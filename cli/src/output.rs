@@ -113,8 +113,33 @@ pub(crate) fn error_code(err: &anyhow::Error) -> &str {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return "config";
         }
+        if let Some(sync) = cause.downcast_ref::<cairn_client::engine::SyncError>() {
+            return match sync {
+                cairn_client::engine::SyncError::MassDelete { .. } => "mass_delete",
+                cairn_client::engine::SyncError::Busy(_) => "busy",
+                cairn_client::engine::SyncError::Corrupt(_) => "corrupt",
+                cairn_client::engine::SyncError::Local(_) => "local",
+                cairn_client::engine::SyncError::Remote(_) => "remote",
+            };
+        }
     }
     "error"
+}
+
+/// A byte count for people: `512 B`, `1.5 MiB`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// Collapses whitespace, newlines included, so a message is one line whatever its source.

@@ -2,8 +2,9 @@
 //!
 //! `start` runs the engine of `cairn-client` in the foreground: with `--once`, passes until the
 //! folder and the server agree (exit 0) or a pass cannot get there; without it, a pass whenever
-//! the server's head moves (checked every second, one small round trip) and at least every
-//! `--interval` seconds for local changes, until `cairn sync stop` or a signal. Events go to
+//! the folder changes (watched with `notify`, debounced), whenever the server's head moves
+//! (checked every second, one small round trip), and every `--interval` seconds as a safety
+//! net, until `cairn sync stop` or a signal. Events go to
 //! stderr as lines (or to stdout as JSON lines with `--json`). The running daemon keeps its pid
 //! and last pass in the config dir, for `status` and `stop`.
 
@@ -15,14 +16,21 @@ use cairn_client::config::{Config, QuicPin, config_dir, state_dir_for};
 use cairn_client::engine::{Engine, EngineOptions, Event, PassSummary, SyncError};
 use cairn_client::remote::{Remote, RemoteError, Trust};
 use cairn_client::rest::{RestClient, Session, normalize_server_url, quic_addr_for};
+use cairn_client::watch::FolderWatcher;
 use cairn_protocol::wire::ErrorCode;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::output::{fail, warn};
+use crate::output::{fail, human_bytes, warn};
 
 /// Passes `--once` tries before it gives up on agreeing with the server.
 const ONCE_PASSES_MAX: u32 = 5;
+
+/// Seconds between safety-net scans while the folder is watched.
+const SAFETY_SCAN_SECS: u64 = 60;
+
+/// Seconds between scans when the folder cannot be watched.
+const FALLBACK_SCAN_SECS: u64 = 5;
 
 /// `cairn sync start`.
 #[derive(Debug, Clone, Args)]
@@ -42,9 +50,10 @@ pub(crate) struct SyncStartArgs {
     /// Do one full sync pass, then exit (0 only when the folder and the server agree)
     #[arg(long)]
     pub(crate) once: bool,
-    /// Seconds between passes that look for local changes
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
-    pub(crate) interval: u64,
+    /// Seconds between full scans for local changes, a safety net beside filesystem watching
+    /// [default: 60, or 5 when the folder cannot be watched]
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) interval: Option<u64>,
     /// Let a pass delete more than half of the folder's files (otherwise it stops and asks)
     #[arg(long)]
     pub(crate) allow_mass_delete: bool,
@@ -149,6 +158,9 @@ async fn run(args: &SyncStartArgs, json: bool, dir: &Path) -> anyhow::Result<()>
         last_pass_unix: 0,
         last_error: None,
     };
+    if args.remote != "default" {
+        session.ensure_folder(&args.remote).await?;
+    }
     let mut remote = connect(&session, &pin, &config.device, &args.remote).await?;
     let result = if args.once {
         once(
@@ -184,7 +196,7 @@ async fn run(args: &SyncStartArgs, json: bool, dir: &Path) -> anyhow::Result<()>
 }
 
 /// Trust on first use: fetches and saves the server's certificate fingerprint.
-async fn pin_now(dir: &Path, rest: &RestClient) -> anyhow::Result<QuicPin> {
+pub(crate) async fn pin_now(dir: &Path, rest: &RestClient) -> anyhow::Result<QuicPin> {
     let info = rest.sync_info().await?;
     let pin = QuicPin {
         addr: quic_addr_for(rest.server(), &info),
@@ -199,7 +211,7 @@ async fn pin_now(dir: &Path, rest: &RestClient) -> anyhow::Result<QuicPin> {
     Ok(pin)
 }
 
-async fn connect(
+pub(crate) async fn connect(
     session: &Session,
     pin: &QuicPin,
     device: &str,
@@ -263,6 +275,15 @@ async fn once(
         };
         if last.in_sync {
             print_summary(&last, json);
+            if last.conflicts > 0 {
+                return Err(fail(
+                    "conflicts_pending",
+                    format!(
+                        "in sync, with {} conflict(s): both versions are kept; see `cairn conflicts`",
+                        last.conflicts
+                    ),
+                ));
+            }
             return Ok(());
         }
     }
@@ -282,7 +303,7 @@ async fn daemon(
     remote: &mut Remote,
     session: &Session,
     target: (&QuicPin, &str, &str),
-    interval: u64,
+    interval: Option<u64>,
     json: bool,
     dir: &Path,
     status: &mut DaemonStatus,
@@ -295,7 +316,27 @@ async fn daemon(
             _ = term.recv() => {}
         }
     });
-    let interval = Duration::from_secs(interval.max(1));
+    let folder = PathBuf::from(&status.folder);
+    let mut watcher = match FolderWatcher::start(&folder) {
+        Ok(watcher) => Some(watcher),
+        Err(reason) => {
+            warn(&format!(
+                "cannot watch {} for changes ({reason}); scanning every {} s instead",
+                folder.display(),
+                interval.unwrap_or(FALLBACK_SCAN_SECS)
+            ));
+            None
+        }
+    };
+    let interval = Duration::from_secs(
+        interval
+            .unwrap_or(if watcher.is_some() {
+                SAFETY_SCAN_SECS
+            } else {
+                FALLBACK_SCAN_SECS
+            })
+            .max(1),
+    );
     let mut last_head = None;
     loop {
         match pass(engine, remote, session, target).await {
@@ -328,12 +369,20 @@ async fn daemon(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         write_status(dir, status);
-        // Wait for the interval, a moved head (one round trip a second), or a stop.
+        // Wait for a local change, a moved head (one round trip a second), the safety-net
+        // interval, or a stop.
         let deadline = tokio::time::Instant::now() + interval;
         loop {
             tokio::select! {
                 () = &mut stop => return Ok(()),
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                changed = local_change(&mut watcher) => {
+                    if changed {
+                        break;
+                    }
+                    warn("the folder watcher stopped; scanning on the interval only");
+                    watcher = None;
+                }
             }
             let head = remote.head().await.ok();
             if head.is_some() && last_head.is_some() && head != last_head {
@@ -345,6 +394,14 @@ async fn daemon(
                 break;
             }
         }
+    }
+}
+
+/// Waits for a debounced change of the watched folder (forever when it is not watched).
+async fn local_change(watcher: &mut Option<FolderWatcher>) -> bool {
+    match watcher {
+        Some(watcher) => watcher.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -399,21 +456,6 @@ fn print_summary(s: &PassSummary, json: bool) {
             human_bytes(s.bytes_up),
             human_bytes(s.bytes_down)
         );
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

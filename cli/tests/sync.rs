@@ -168,8 +168,8 @@ async fn two_devices_sync_through_the_cli() {
     std::fs::write(b.folder().join("docs/a.txt"), b"alpha from b").expect("write");
     a.sync_once(&server).await;
     let folder = b.folder();
-    let stdout = b
-        .ok(&[
+    let out = b
+        .run(&[
             "--json",
             "sync",
             "start",
@@ -178,13 +178,49 @@ async fn two_devices_sync_through_the_cli() {
             "--once",
         ])
         .await;
+    // In sync, but the user must hear about it: exit 3, one line, the event on stdout.
+    assert_one_line_failure(&out, 3, "see `cairn conflicts`");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\"kind\":\"conflict\""), "{stdout}");
+    let listed = run_json(&b.run(&["--json", "conflicts"]).await);
+    let conflict = &listed["conflicts"][0];
+    assert_eq!(
+        (conflict["path"].as_str(), conflict["reason"].as_str()),
+        (Some("docs/a.txt"), Some("both_edited")),
+        "{listed}"
+    );
+    let copy = conflict["copy"].as_str().expect("a copy").to_owned();
+    assert!(copy.contains("conflict from"), "{copy}");
+    // Keep the local content: the copy moves back over the path.
+    let resolved = run_json(
+        &b.run(&[
+            "--json",
+            "conflicts",
+            "--resolve",
+            "docs/a.txt",
+            "--keep",
+            "local",
+        ])
+        .await,
+    );
+    assert_eq!(resolved["kept"], "local");
+    assert_eq!(
+        std::fs::read(b.folder().join("docs/a.txt")).expect("read"),
+        b"alpha from b"
+    );
+    assert!(!b.folder().join(&copy).exists());
+    let none = run_json(&b.run(&["--json", "conflicts"]).await);
+    assert_eq!(none["conflicts"].as_array().map(Vec::len), Some(0));
+    let unknown = b
+        .run(&["conflicts", "--resolve", "nope.txt", "--keep", "remote"])
+        .await;
+    assert_one_line_failure(&unknown, 1, "no conflict is recorded");
+    b.sync_once(&server).await;
     a.sync_once(&server).await;
     assert_eq!(tree(&a.folder()), tree(&b.folder()));
-    let contents: Vec<Vec<u8>> = tree(&a.folder()).into_iter().map(|(_, c)| c).collect();
-    assert!(
-        contents.contains(&b"alpha from a".to_vec())
-            && contents.contains(&b"alpha from b".to_vec())
+    assert_eq!(
+        std::fs::read(a.folder().join("docs/a.txt")).expect("read"),
+        b"alpha from b"
     );
 
     // Not logged in there: a one-line error and a non-zero exit.
@@ -278,4 +314,353 @@ async fn running_daemons_carry_a_change_across_and_stop_on_request() {
     }
     let out = a.run(&["sync", "stop"]).await;
     assert!(!out.status.success(), "stop with nothing running fails");
+}
+
+fn run_json(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|err| panic!("not one JSON document ({err}): {stdout:?}"))
+}
+
+/// Asserts a failure: the given status, one line on stderr containing `needle`, no panic.
+fn assert_one_line_failure(out: &Output, status: i32, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(status), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("cairn: ") && stderr.contains(needle),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn mtime(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("mtime")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_snapshots_and_restore() {
+    let (server, _data, _stop) = start_server().await;
+    let device = Device::new();
+    device
+        .ok(&[
+            "user",
+            "register",
+            "--server",
+            &server,
+            "--username",
+            "hugo",
+            "--email",
+            "hugo@example.com",
+        ])
+        .await;
+    let source = device.home.path().join("source");
+    std::fs::create_dir_all(source.join("photos/2026")).expect("mkdir");
+    std::fs::write(source.join("notes.txt"), b"first notes").expect("write");
+    std::fs::write(source.join("photos/2026/big.raw"), vec![42u8; 3_000_000]).expect("write");
+    std::fs::write(source.join("photos/2026/small.jpg"), b"jpeg").expect("write");
+    std::fs::create_dir_all(source.join("empty")).expect("mkdir");
+    std::fs::write(source.join(".cairnignore"), b"*.log\n").expect("write");
+    let first_tree = tree(&source);
+    // Ignored by .cairnignore and by the built-in editor patterns: never in a snapshot.
+    std::fs::write(source.join("debug.log"), b"noise").expect("write");
+    std::fs::write(source.join("photos/.small.jpg.swp"), b"vim").expect("write");
+    let without_ignored = |mut t: Vec<(String, Vec<u8>)>| {
+        t.retain(|(p, _)| !p.ends_with(".log") && !p.ends_with(".swp"));
+        t
+    };
+    let src = source.to_str().expect("utf-8");
+
+    let first = run_json(
+        &device
+            .run(&["--json", "backup", src, "--remote", "bk"])
+            .await,
+    );
+    assert_eq!(
+        (
+            &first["seq"],
+            &first["new_snapshot"],
+            &first["files_changed"]
+        ),
+        (&Value::from(1), &Value::from(true), &Value::from(4)),
+        "{first}"
+    );
+    // Nothing changed: no new snapshot, nothing sent.
+    let again = run_json(
+        &device
+            .run(&["--json", "backup", src, "--remote", "bk"])
+            .await,
+    );
+    assert_eq!(
+        (&again["seq"], &again["new_snapshot"], &again["bytes_sent"]),
+        (&Value::from(1), &Value::from(false), &Value::from(0)),
+        "{again}"
+    );
+    // Edit, delete, add: snapshot 2 sends only the new content.
+    std::fs::write(source.join("notes.txt"), b"second notes").expect("write");
+    std::fs::remove_file(source.join("photos/2026/small.jpg")).expect("rm");
+    std::fs::write(source.join("todo.md"), b"- restore").expect("write");
+    let second = run_json(
+        &device
+            .run(&["--json", "backup", src, "--remote", "bk"])
+            .await,
+    );
+    assert_eq!(
+        (
+            &second["seq"],
+            &second["files_changed"],
+            &second["files_removed"]
+        ),
+        (&Value::from(2), &Value::from(2), &Value::from(1)),
+        "{second}"
+    );
+    assert!(
+        second["bytes_sent"].as_u64().is_some_and(|b| b < 100),
+        "{second}"
+    );
+    let second_tree = without_ignored(tree(&source));
+
+    let listed = run_json(&device.run(&["--json", "snapshots", "--remote", "bk"]).await);
+    let snapshots = listed["snapshots"].as_array().expect("snapshots");
+    let seen: Vec<(u64, u64)> = snapshots
+        .iter()
+        .map(|s| {
+            (
+                s["seq"].as_u64().unwrap_or(0),
+                s["files"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [(2, 4), (1, 4)], "{listed}");
+    let human = device.ok(&["snapshots", "--remote", "bk"]).await;
+    assert!(human.contains("2 snapshots of 'bk'"), "{human}");
+
+    // Snapshot 1 comes back exactly, mtimes included; the latest is the default.
+    let old = device.home.path().join("restore-1");
+    let restored = run_json(
+        &device
+            .run(&[
+                "--json",
+                "restore",
+                old.to_str().expect("utf-8"),
+                "--remote",
+                "bk",
+                "--at",
+                "1",
+            ])
+            .await,
+    );
+    assert_eq!(restored["files_written"], 4, "{restored}");
+    assert_eq!(tree(&old), first_tree);
+    let latest = device.home.path().join("restore-latest");
+    device
+        .ok(&["restore", latest.to_str().expect("utf-8"), "--remote", "bk"])
+        .await;
+    assert_eq!(tree(&latest), second_tree);
+    assert_eq!(
+        mtime(&latest.join("todo.md")),
+        mtime(&source.join("todo.md"))
+    );
+
+    // A non-empty destination needs --force; then files the snapshot has are replaced and
+    // others stay.
+    std::fs::write(latest.join("notes.txt"), b"scribbled").expect("write");
+    std::fs::write(latest.join("mine.txt"), b"keep me").expect("write");
+    let refused = device
+        .run(&["restore", latest.to_str().expect("utf-8"), "--remote", "bk"])
+        .await;
+    assert_one_line_failure(&refused, 1, "is not empty");
+    device
+        .ok(&[
+            "restore",
+            latest.to_str().expect("utf-8"),
+            "--remote",
+            "bk",
+            "--force",
+        ])
+        .await;
+    assert_eq!(
+        std::fs::read(latest.join("notes.txt")).expect("read"),
+        b"second notes"
+    );
+    assert_eq!(
+        std::fs::read(latest.join("mine.txt")).expect("read"),
+        b"keep me"
+    );
+
+    // Errors are one line each.
+    let missing = device
+        .run(&[
+            "restore",
+            old.join("x").to_str().expect("utf-8"),
+            "--remote",
+            "bk",
+            "--at",
+            "99",
+        ])
+        .await;
+    assert_one_line_failure(&missing, 1, "has no snapshot 99");
+    let nowhere = device.run(&["snapshots", "--remote", "nope"]).await;
+    assert_one_line_failure(&nowhere, 1, "no folder 'nope'");
+    let bad = device.run(&["backup", src, "--remote", "a/b"]).await;
+    assert_one_line_failure(&bad, 1, "cannot be a folder name");
+    let not_dir = device
+        .run(&["backup", source.join("todo.md").to_str().expect("utf-8")])
+        .await;
+    assert_one_line_failure(&not_dir, 1, "not a directory");
+
+    // Without --remote: the folder `backup-<device>`.
+    let default = run_json(&device.run(&["--json", "backup", src]).await);
+    let folder = default["folder"].as_str().expect("folder");
+    assert!(folder.starts_with("backup-"), "{default}");
+    let listed = run_json(&device.run(&["--json", "snapshots"]).await);
+    assert_eq!(listed["folder"], folder);
+    assert_eq!(listed["snapshots"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_commands() {
+    let (server, _data, _stop) = start_server().await;
+    let device = Device::new();
+    device
+        .ok(&[
+            "user",
+            "register",
+            "--server",
+            &server,
+            "--username",
+            "iris",
+            "--email",
+            "iris@example.com",
+        ])
+        .await;
+    let home = device.home.path();
+    let local = home.join("report.txt");
+    std::fs::write(&local, b"version one").expect("write");
+    let local_str = local.to_str().expect("utf-8");
+
+    let added = run_json(
+        &device
+            .run(&["--json", "files", "add", local_str, "docs/"])
+            .await,
+    );
+    assert_eq!(
+        (&added["path"], &added["version"]),
+        (&Value::from("docs/report.txt"), &Value::from(1))
+    );
+    std::fs::write(&local, b"version two, longer").expect("write");
+    device
+        .ok(&["files", "add", local_str, "docs/report.txt"])
+        .await;
+
+    let listed = run_json(&device.run(&["--json", "files", "ls"]).await);
+    assert_eq!(listed["files"][0]["path"], "docs/report.txt");
+    assert_eq!(listed["files"][0]["size"], 19);
+    let human = device.ok(&["files", "ls", "docs"]).await;
+    assert!(
+        human.contains("docs/report.txt") && human.contains("1 files"),
+        "{human}"
+    );
+
+    let out_dir = home.join("out");
+    std::fs::create_dir_all(&out_dir).expect("mkdir");
+    let out_str = out_dir.to_str().expect("utf-8");
+    device
+        .ok(&["files", "get", "docs/report.txt", out_str])
+        .await;
+    assert_eq!(
+        std::fs::read(out_dir.join("report.txt")).expect("read"),
+        b"version two, longer"
+    );
+    let exists = device
+        .run(&["files", "get", "docs/report.txt", out_str])
+        .await;
+    assert_one_line_failure(&exists, 1, "pass --force");
+    device
+        .ok(&[
+            "files",
+            "get",
+            "docs/report.txt",
+            out_str,
+            "--force",
+            "--version",
+            "1",
+        ])
+        .await;
+    assert_eq!(
+        std::fs::read(out_dir.join("report.txt")).expect("read"),
+        b"version one"
+    );
+
+    let removed = run_json(
+        &device
+            .run(&["--json", "files", "rm", "docs/report.txt"])
+            .await,
+    );
+    assert_eq!(removed["deleted"], "docs/report.txt");
+    let empty = run_json(&device.run(&["--json", "files", "ls"]).await);
+    assert_eq!(empty["files"].as_array().map(Vec::len), Some(0));
+    let gone = device
+        .run(&["files", "get", "docs/report.txt", out_str, "--force"])
+        .await;
+    assert_one_line_failure(&gone, 1, "no file 'docs/report.txt'");
+
+    let versions = run_json(
+        &device
+            .run(&["--json", "files", "versions", "docs/report.txt"])
+            .await,
+    );
+    let list: Vec<(u64, bool)> = versions["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap_or(0),
+                v["deleted"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(list, [(3, true), (2, false), (1, false)], "{versions}");
+
+    // The deleted file comes back with version 1's content, as version 4.
+    let restored = run_json(
+        &device
+            .run(&[
+                "--json",
+                "files",
+                "restore",
+                "docs/report.txt",
+                "--version",
+                "1",
+            ])
+            .await,
+    );
+    assert_eq!(restored["file"]["version"], 4, "{restored}");
+    device
+        .ok(&["files", "get", "docs/report.txt", out_str, "--force"])
+        .await;
+    assert_eq!(
+        std::fs::read(out_dir.join("report.txt")).expect("read"),
+        b"version one"
+    );
+    let deletion = device
+        .run(&["files", "restore", "docs/report.txt", "--version", "3"])
+        .await;
+    assert_one_line_failure(&deletion, 1, "is its deletion");
+
+    let dir = device
+        .run(&["files", "add", home.to_str().expect("utf-8")])
+        .await;
+    assert_one_line_failure(&dir, 1, "is a directory");
+    let usage = device.run(&["files", "restore", "docs/report.txt"]).await;
+    assert_one_line_failure(&usage, 2, "--version");
+
+    let completions = device.ok(&["completions", "bash"]).await;
+    assert!(
+        completions.contains("_cairn()") && completions.contains("backup"),
+        "completions"
+    );
 }

@@ -450,7 +450,7 @@ async fn unreachable_server_and_usage_errors_are_one_line() {
     let run = client
         .run(&["--json", "user", "register", "--server", &url])
         .await;
-    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.code, 2, "usage errors exit 2: {run:?}");
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
     let body = parse_json(&run.stdout);
     assert_eq!(body["error"]["code"], json!("usage"));
@@ -560,7 +560,7 @@ async fn sync_start_arguments_are_wired() {
         assert!(run.stdout.contains(flag), "{flag} missing: {run:?}");
     }
     let run = client.run(&["sync", "start", "--once"]).await;
-    assert_eq!(run.code, 1, "--folder is required: {run:?}");
+    assert_eq!(run.code, 2, "--folder is required (a usage error): {run:?}");
     assert!(run.stderr.contains("--folder"), "{run:?}");
 }
 

@@ -38,6 +38,7 @@ use cairn_store::node::{DirEntry, EntryKind, FileNode, Node, SymlinkNode};
 use cairn_store::{BlockId, BlockStore, NodeId, NodeStore, Put};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::ignores::Ignores;
 use crate::plan::{self, Action, Entry, Kind, Tree};
 use crate::remote::{CommitResult, Remote, RemoteError};
 use crate::state::{SavedEntry, ScanRecord, State};
@@ -178,6 +179,7 @@ pub struct EngineOptions {
 /// The engine of one synced folder.
 pub struct Engine {
     options: EngineOptions,
+    ignores: Ignores,
     nodes: Arc<FsBlockStore>,
     state: State,
     events: UnboundedSender<Event>,
@@ -265,6 +267,7 @@ impl Engine {
         let nodes = FsBlockStore::open(options.state_dir.join("nodes"), FsStoreOptions::DEFAULT)?;
         let state = State::load(&options.state_dir).map_err(SyncError::Local)?;
         Ok(Engine {
+            ignores: Ignores::load(&options.root),
             options,
             nodes: Arc::new(nodes),
             state,
@@ -301,10 +304,13 @@ impl Engine {
             self.state.remote_root = Some(root);
             self.state.remote = remote_tree;
             let now = crate::time::utc_now();
+            // Ignored paths exist on neither side, so nothing touches them.
+            let base = self.ignores.filter(&self.state.base);
+            let remote_view = self.ignores.filter(&self.state.remote);
             let planned = plan::plan(&plan::PlanInput {
-                base: &self.state.base,
+                base: &base,
                 local: &local,
-                remote: &self.state.remote,
+                remote: &remote_view,
                 device: &self.options.device,
                 now_utc: now,
             });
@@ -326,12 +332,28 @@ impl Engine {
                     (CommitResult::Stale(..), _) => continue,
                 }
             };
+            let mut records = Vec::new();
             for conflict in &planned.conflicts {
                 summary.conflicts += 1;
+                let (reason, winner) = match conflict.reason {
+                    plan::ConflictReason::BothEdited => ("both_edited", "remote"),
+                    plan::ConflictReason::EditedVsDeleted => ("edited_vs_deleted", "edit"),
+                    plan::ConflictReason::TypeClash => ("type_clash", "directory"),
+                };
+                records.push(crate::conflicts::ConflictRecord {
+                    path: conflict.path.to_string(),
+                    copy: conflict.copy.as_ref().map(ToString::to_string),
+                    reason: reason.to_owned(),
+                    winner: winner.to_owned(),
+                    at: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    seq: committed.0,
+                });
                 self.emit(Event::Conflict {
                     path: conflict.path.to_string(),
                     copy: conflict.copy.as_ref().map(ToString::to_string),
-                    reason: format!("{:?}", conflict.reason),
+                    reason: reason.to_owned(),
                 });
             }
             self.emit(Event::Phase("downloading"));
@@ -353,6 +375,8 @@ impl Engine {
             self.state
                 .save(&self.options.state_dir)
                 .map_err(SyncError::Local)?;
+            crate::conflicts::add(&self.options.state_dir, &self.options.root, records)
+                .map_err(SyncError::Local)?;
             summary.seq = committed.0;
             summary.in_sync = failed.is_empty()
                 && planned.local.is_empty()
@@ -361,6 +385,109 @@ impl Engine {
             return Ok(summary);
         }
         Err(SyncError::Busy(STALE_RETRIES_MAX))
+    }
+
+    /// A one-way push: makes the folder's head exactly the local tree, as a new commit, without
+    /// touching local files. Nothing is committed when the head already equals the local tree
+    /// (`summary.in_sync` with the current seq). Used by `cairn backup`: deletions are committed
+    /// too, and the folder's history keeps every earlier snapshot.
+    ///
+    /// # Errors
+    /// As [`Engine::pass`].
+    pub async fn backup(&mut self, remote: &Remote) -> Result<PassSummary, SyncError> {
+        self.emit(Event::Phase("scanning"));
+        let local = self.scan().await?;
+        let mut summary = PassSummary::default();
+        for _ in 0..STALE_RETRIES_MAX {
+            let (seq, root) = remote.head().await?;
+            self.emit(Event::Phase("comparing"));
+            let remote_tree = self.pull(remote, root).await?;
+            self.state.remote_seq = seq;
+            self.state.remote_root = Some(root);
+            self.state.remote = remote_tree;
+            // With the remote tree as the base, every difference is a local change: the plan
+            // turns the remote tree into the local one, with no conflicts.
+            let remote_view = self.ignores.filter(&self.state.remote);
+            let planned = plan::plan(&plan::PlanInput {
+                base: &remote_view,
+                local: &local,
+                remote: &remote_view,
+                device: &self.options.device,
+                now_utc: crate::time::utc_now(),
+            });
+            let committed = if planned.remote.is_empty() {
+                (seq, root)
+            } else {
+                self.emit(Event::Phase("uploading"));
+                match self
+                    .push(remote, seq, root, &planned, &local, &mut summary)
+                    .await?
+                {
+                    (CommitResult::Committed(new_seq), new_root) => (new_seq, new_root),
+                    (CommitResult::Stale(..), _) => continue,
+                }
+            };
+            self.state.base = planned.merged.clone();
+            self.state.remote_seq = committed.0;
+            self.state.remote_root = Some(committed.1);
+            self.state.remote = planned.merged;
+            self.state
+                .save(&self.options.state_dir)
+                .map_err(SyncError::Local)?;
+            summary.seq = committed.0;
+            summary.in_sync = true;
+            return Ok(summary);
+        }
+        Err(SyncError::Busy(STALE_RETRIES_MAX))
+    }
+
+    /// Materialises the tree at `root` (a snapshot of the folder) in the local folder: every
+    /// file of the snapshot is written (atomically, reusing local blocks where it can); local
+    /// files the snapshot does not have stay, unless they stand where the snapshot needs a
+    /// directory or a file. Nothing is committed.
+    ///
+    /// # Errors
+    /// As [`Engine::pass`]. Paths that could not be written are counted in `problems`.
+    pub async fn restore(
+        &mut self,
+        remote: &Remote,
+        seq: u64,
+        root: NodeId,
+    ) -> Result<PassSummary, SyncError> {
+        self.emit(Event::Phase("scanning"));
+        let local = self.scan().await?;
+        self.emit(Event::Phase("reading the snapshot"));
+        let snapshot = self.pull(remote, root).await?;
+        self.state.remote_seq = seq;
+        self.state.remote_root = Some(root);
+        self.state.remote = snapshot;
+        let mut target = self.state.remote.clone();
+        for (path, entry) in &local {
+            let fits = path
+                .ancestors()
+                .all(|a| target.get(&a).is_none_or(|e| e.kind == Kind::Dir));
+            if fits && !target.contains_key(path) {
+                target.insert(path.clone(), entry.clone());
+            }
+        }
+        // Only the "remote" side changed from the local base: the plan turns the local tree
+        // into the target.
+        let planned = plan::plan(&plan::PlanInput {
+            base: &local,
+            local: &local,
+            remote: &target,
+            device: &self.options.device,
+            now_utc: crate::time::utc_now(),
+        });
+        let mut summary = PassSummary::default();
+        self.emit(Event::Phase("downloading"));
+        let failed = self
+            .apply_local(remote, &planned, &local, &mut summary)
+            .await?;
+        summary.problems = failed.len() as u64;
+        summary.seq = seq;
+        summary.in_sync = failed.is_empty();
+        Ok(summary)
     }
 
     fn guard_mass_delete(&self, planned: &plan::Plan) -> Result<(), SyncError> {
@@ -408,8 +535,16 @@ impl Engine {
         let root = self.options.root.clone();
         let nodes = Arc::clone(&self.nodes);
         let cache = std::mem::take(&mut self.state.scan);
+        self.ignores = Ignores::load(&root);
+        if let Some(problem) = &self.ignores.problem {
+            self.emit(Event::Problem {
+                path: crate::ignores::FILE_NAME.to_owned(),
+                message: problem.clone(),
+            });
+        }
+        let ignores = self.ignores.clone();
         let (tree, cache, problems) =
-            blocking(move || Ok(scan_folder(&root, nodes.as_ref(), cache))).await?;
+            blocking(move || Ok(scan_folder(&root, nodes.as_ref(), cache, &ignores))).await?;
         self.state.scan = cache;
         for (path, message) in problems {
             self.emit(Event::Problem { path, message });
@@ -1214,6 +1349,7 @@ fn scan_folder(
     root: &Path,
     nodes: &FsBlockStore,
     cache: HashMap<String, ScanRecord>,
+    ignores: &Ignores,
 ) -> ScanResult {
     let mut tree = Tree::new();
     let mut fresh = HashMap::with_capacity(cache.len());
@@ -1241,6 +1377,10 @@ fn scan_folder(
                 continue;
             }
             let rel_text = format!("{prefix}{name}");
+            let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+            if ignores.is_ignored(&rel_text, is_dir) {
+                continue;
+            }
             let Ok(rel) = RelPath::parse(&rel_text) else {
                 problems.push((
                     rel_text,

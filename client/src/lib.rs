@@ -4,10 +4,14 @@
 //!   settings) and where per-folder sync state lives.
 //! - [`rest`]: the REST client (register, login, refresh, logout, `/sync/info`) and
 //!   [`rest::Session`], which keeps the rotating refresh token saved.
+//! - [`files`]: authenticated REST calls: folders, commits (snapshots), file transfers.
+//! - [`conflicts`]: the conflicts a folder recorded, until the user resolves them.
+//! - [`ignores`]: `.cairnignore` and the built-in ignore patterns.
 //! - [`plan`]: the sync planner, a pure three-way merge of the base, local and remote trees.
 //!
 //! - [`remote`]: the QUIC sync protocol client, with certificate pinning.
 //! - [`engine`]: the sync engine (scan, pull, plan, push, apply) and its events.
+//! - [`watch`]: debounced filesystem watching for the daemon.
 //! - [`state`]: the per-folder sync state (merge base, remote tree, scan cache).
 //!
 //! This crate never prints; its users decide what to show.
@@ -15,9 +19,13 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod conflicts;
 pub mod engine;
+pub mod files;
+pub mod ignores;
 pub mod plan;
 pub mod remote;
 pub mod rest;
 pub mod state;
 pub mod time;
+pub mod watch;

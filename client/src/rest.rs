@@ -105,12 +105,15 @@ pub enum RestError {
     /// Reading or saving the config (the rotated refresh token).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A local file of a transfer could not be read or written.
+    #[error("{0}")]
+    Local(String),
 }
 
 /// A client for one server's REST API. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RestClient {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     server: String,
 }
 
@@ -150,6 +153,7 @@ impl RestError {
             RestError::Refused { code, .. } => code,
             RestError::Unexpected { .. } => "unexpected_answer",
             RestError::Config(_) => "config",
+            RestError::Local(_) => "local",
         }
     }
 }
@@ -263,7 +267,7 @@ impl RestClient {
         Err(self.failure(path, &answer))
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server)
     }
 
@@ -271,17 +275,31 @@ impl RestClient {
         self.http.post(self.url(path))
     }
 
-    async fn send(&self, request: RequestBuilder, path: &str) -> Result<Answer, RestError> {
+    pub(crate) async fn send(
+        &self,
+        request: RequestBuilder,
+        path: &str,
+    ) -> Result<Answer, RestError> {
+        self.send_limited(request, path, RESPONSE_SIZE_MAX).await
+    }
+
+    /// [`RestClient::send`] reading at most `limit` bytes of body.
+    pub(crate) async fn send_limited(
+        &self,
+        request: RequestBuilder,
+        path: &str,
+        limit: usize,
+    ) -> Result<Answer, RestError> {
         let mut response = request.send().await.map_err(|err| self.transport(&err))?;
         let status = response.status();
         let headers = response.headers().clone();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|err| self.transport(&err))? {
-            if body.len() + chunk.len() > RESPONSE_SIZE_MAX {
+            if body.len() + chunk.len() > limit {
                 return Err(RestError::Unexpected {
                     server: self.server.clone(),
                     path: path.to_owned(),
-                    detail: format!("the answer is over {RESPONSE_SIZE_MAX} bytes"),
+                    detail: format!("the answer is over {limit} bytes"),
                 });
             }
             body.extend_from_slice(&chunk);
@@ -293,7 +311,7 @@ impl RestClient {
         })
     }
 
-    fn transport(&self, err: &reqwest::Error) -> RestError {
+    pub(crate) fn transport(&self, err: &reqwest::Error) -> RestError {
         if err.is_timeout() {
             RestError::Timeout {
                 server: self.server.clone(),
@@ -306,7 +324,7 @@ impl RestClient {
         }
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: &[u8],
@@ -319,7 +337,7 @@ impl RestClient {
     }
 
     /// The error for an answer none of the endpoint's own cases covered.
-    fn failure(&self, path: &str, answer: &Answer) -> RestError {
+    pub(crate) fn failure(&self, path: &str, answer: &Answer) -> RestError {
         classify_failure(
             &self.server,
             path,
@@ -330,10 +348,10 @@ impl RestClient {
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Session {

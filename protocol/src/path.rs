@@ -83,6 +83,15 @@ impl RelPath {
             .collect()
     }
 
+    /// The proper ancestors, nearest first: `a/b/c` gives `a/b`, then `a`.
+    pub fn ancestors(&self) -> impl Iterator<Item = RelPath> + '_ {
+        self.0
+            .char_indices()
+            .rev()
+            .filter(|&(_, c)| c == '/')
+            .map(|(i, _)| RelPath(self.0[..i].to_owned()))
+    }
+
     /// The last component.
     pub fn file_name(&self) -> &str {
         self.0
@@ -107,6 +116,14 @@ impl fmt::Debug for RelPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ancestors_nearest_first() {
+        let path = RelPath::parse("a/b/c.txt").expect("valid");
+        let found: Vec<String> = path.ancestors().map(|p| p.as_str().to_owned()).collect();
+        assert_eq!(found, ["a/b", "a"]);
+        assert_eq!(RelPath::parse("top").expect("valid").ancestors().count(), 0);
+    }
 
     fn check(input: &str, expect: Result<(), &str>) {
         match (RelPath::parse(input), expect) {

@@ -299,6 +299,85 @@ pub async fn folder(db: &Db, owner_id: i64, name: &str) -> DbResult<Option<Folde
     .await?)
 }
 
+/// A folder with its head's totals.
+#[derive(Debug, Clone, FromRow)]
+pub struct FolderSummaryRow {
+    pub name: String,
+    pub head_seq: i64,
+    pub head_root: String,
+    pub created_at: i64,
+    pub files: i64,
+    pub bytes: i64,
+}
+
+/// The user's folders by name, with the totals of each head.
+///
+/// # Errors
+/// SQL errors.
+pub async fn folders(db: &Db, owner_id: i64) -> DbResult<Vec<FolderSummaryRow>> {
+    Ok(sqlx::query_as(
+        "SELECT f.name, f.head_seq, f.head_root, f.created_at, \
+         COALESCE(c.files, 0) AS files, COALESCE(c.bytes, 0) AS bytes \
+         FROM folders f LEFT JOIN commits c ON c.folder_id = f.id AND c.seq = f.head_seq \
+         WHERE f.owner_id = $1 ORDER BY f.name",
+    )
+    .bind(owner_id)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// Creates an empty folder.
+///
+/// # Errors
+/// [`DbError::Conflict`] when the user has a folder of that name.
+pub async fn create_folder(
+    db: &Db,
+    owner_id: i64,
+    name: &str,
+    empty_root: &str,
+    now: i64,
+) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO folders (owner_id, name, head_seq, head_root, created_at) VALUES ($1, $2, 0, $3, $4)",
+    )
+    .bind(owner_id)
+    .bind(name)
+    .bind(empty_root)
+    .bind(now)
+    .execute(&db.pool)
+    .await
+    .map_err(map_unique)?;
+    Ok(())
+}
+
+/// One commit of a folder.
+#[derive(Debug, Clone, FromRow)]
+pub struct CommitRow {
+    pub seq: i64,
+    pub root: String,
+    pub parent_seq: i64,
+    pub device: String,
+    pub created_at: i64,
+    pub files: i64,
+    pub bytes: i64,
+}
+
+/// A folder's commits older than `before`, newest first, at most `limit`.
+///
+/// # Errors
+/// SQL errors.
+pub async fn commits(db: &Db, folder_id: i64, before: i64, limit: i64) -> DbResult<Vec<CommitRow>> {
+    Ok(sqlx::query_as(
+        "SELECT seq, root, parent_seq, device, created_at, files, bytes FROM commits \
+         WHERE folder_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+    )
+    .bind(folder_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
 /// A file row of the REST index.
 #[derive(Debug, Clone, FromRow)]
 pub struct FileRow {
@@ -312,7 +391,18 @@ pub struct FileRow {
     pub deleted: i64,
 }
 
-/// Live files of a folder after `after` in path order, at most `limit`.
+/// Which files [`list_files`] lists.
+#[derive(Debug, Clone)]
+pub enum ListFilter {
+    /// Every live file.
+    All,
+    /// Live files at this path or under it as a directory.
+    Under(String),
+    /// This path, live or deleted.
+    Exact(String),
+}
+
+/// Files of a folder after `after` in path order, at most `limit`.
 ///
 /// # Errors
 /// SQL errors.
@@ -320,17 +410,42 @@ pub async fn list_files(
     db: &Db,
     folder_id: i64,
     after: &str,
+    filter: &ListFilter,
     limit: i64,
 ) -> DbResult<Vec<FileRow>> {
-    Ok(sqlx::query_as(
-        "SELECT f.id, f.folder_id, f.path, f.version, f.size, f.hash, f.modified_at, f.deleted FROM files f \
-         WHERE f.folder_id = $1 AND f.deleted = 0 AND f.path > $2 ORDER BY f.path LIMIT $3",
-    )
-    .bind(folder_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await?)
+    const COLUMNS: &str = "SELECT f.id, f.folder_id, f.path, f.version, f.size, f.hash, f.modified_at, f.deleted FROM files f";
+    let query = match filter {
+        ListFilter::All => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{COLUMNS} WHERE f.folder_id = $1 AND f.deleted = 0 AND f.path > $2 ORDER BY f.path LIMIT $3"
+        )))
+        .bind(folder_id)
+        .bind(after)
+        .bind(limit),
+        ListFilter::Exact(path) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{COLUMNS} WHERE f.folder_id = $1 AND f.path > $2 AND f.path = $3 ORDER BY f.path LIMIT $4"
+        )))
+        .bind(folder_id)
+        .bind(after)
+        .bind(path.clone())
+        .bind(limit),
+        ListFilter::Under(dir) => {
+            // substr counts characters in both SQLite and PostgreSQL.
+            let under = format!("{dir}/");
+            // An int4: PostgreSQL has no substr(text, int, bigint).
+            let chars = i32::try_from(under.chars().count()).unwrap_or(i32::MAX);
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{COLUMNS} WHERE f.folder_id = $1 AND f.deleted = 0 AND f.path > $2 \
+                 AND (f.path = $3 OR substr(f.path, 1, $4) = $5) ORDER BY f.path LIMIT $6"
+            )))
+            .bind(folder_id)
+            .bind(after)
+            .bind(dir.clone())
+            .bind(chars)
+            .bind(under)
+            .bind(limit)
+        }
+    };
+    Ok(query.fetch_all(&db.pool).await?)
 }
 
 /// A file by id, only if it is in a folder the user owns (object-level authorization).

@@ -30,6 +30,14 @@ pub const LIST_PAGE_LEN_MAX: u32 = 10_000;
 /// Changes per page of `GET /sync/changes`: 10,000.
 pub const CHANGES_PAGE_LEN_MAX: u32 = 10_000;
 
+/// Folders one user may have: 1,000.
+pub const FOLDERS_PER_USER_MAX: usize = 1000;
+
+/// Commits per page of `GET /folders/{name}/commits`: default 100, at most 1,000.
+pub const COMMITS_PAGE_LEN_DEFAULT: u32 = 100;
+/// See [`COMMITS_PAGE_LEN_DEFAULT`].
+pub const COMMITS_PAGE_LEN_MAX: u32 = 1000;
+
 /// Access token lifetime: 15 minutes (OWASP: minutes, not hours).
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 

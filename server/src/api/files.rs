@@ -40,6 +40,11 @@ pub struct ListQuery {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only this path and the files under it (as a directory).
+    pub prefix: Option<String>,
+    /// Exactly this path, listed even when its latest version is a deletion (so its versions
+    /// can be found and restored).
+    pub path: Option<String>,
 }
 
 /// List the user's files in path order, a page at a time.
@@ -58,7 +63,19 @@ pub async fn list(
         .await?
         .ok_or(ApiError::NotFound("folder"))?;
     let after = query.cursor.unwrap_or_default();
-    let mut rows = db::list_files(&state.db, folder.id, &after, i64::from(limit) + 1).await?;
+    let filter = match (query.path, query.prefix) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "invalid_query",
+                "pass either 'path' or 'prefix', not both".to_owned(),
+            ));
+        }
+        (Some(path), None) => db::ListFilter::Exact(path),
+        (None, Some(prefix)) => db::ListFilter::Under(prefix.trim_end_matches('/').to_owned()),
+        (None, None) => db::ListFilter::All,
+    };
+    let mut rows =
+        db::list_files(&state.db, folder.id, &after, &filter, i64::from(limit) + 1).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor = if more {
@@ -463,6 +480,7 @@ pub fn file_info(row: &FileRow) -> FileInfo {
         hash: row.hash.clone(),
         version: u64::try_from(row.version).unwrap_or(0),
         modified_at: rfc3339(row.modified_at),
+        deleted: row.deleted != 0,
     }
 }
 

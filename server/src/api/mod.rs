@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod files;
+pub mod folders;
 pub mod openapi;
 pub mod sync;
 
@@ -88,6 +89,8 @@ pub fn router(state: AppState) -> Router {
         .route("/files/{file_id}/download", get(files::download))
         .route("/files/{file_id}", delete(files::remove))
         .route("/files/{file_id}/versions", get(files::versions))
+        .route("/folders", get(folders::list).post(folders::create))
+        .route("/folders/{name}/commits", get(folders::commits))
         .route("/sync/changes", get(sync::changes))
         .route("/sync/heartbeat", post(sync::heartbeat))
         .route("/sync/info", get(sync::info))

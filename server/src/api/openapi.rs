@@ -11,6 +11,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         super::auth::register, super::auth::login, super::auth::refresh, super::auth::logout,
         super::files::list, super::files::upload, super::files::download, super::files::remove, super::files::versions,
+        super::folders::list, super::folders::create, super::folders::commits,
         super::sync::changes, super::sync::heartbeat, super::sync::health, super::sync::info,
     ),
     components(schemas(
@@ -20,6 +21,8 @@ use utoipa::{Modify, OpenApi};
         cairn_protocol::api::Head, cairn_protocol::api::Change, cairn_protocol::api::ChangeList,
         cairn_protocol::api::HeartbeatRequest, cairn_protocol::api::HeartbeatResponse, cairn_protocol::api::Health,
         cairn_protocol::api::ErrorBody, cairn_protocol::api::ErrorDetail, cairn_protocol::api::Event,
+        cairn_protocol::api::FolderInfo, cairn_protocol::api::FolderList, cairn_protocol::api::CreateFolderRequest,
+        cairn_protocol::api::CommitInfo, cairn_protocol::api::CommitList,
     )),
     modifiers(&BearerAuth)
 )]

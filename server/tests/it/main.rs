@@ -6,6 +6,7 @@
 
 mod auth;
 mod files;
+mod folders;
 mod jobs;
 mod security;
 mod support;

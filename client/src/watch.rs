@@ -1,0 +1,117 @@
+//! Filesystem watching for the sync daemon (`notify`: inotify on Linux), debounced: a burst of
+//! events (an editor's save, an unpacked archive) becomes one wake-up once the folder has been
+//! quiet for [`QUIET_PERIOD`]. The daemon still scans on a timer as a safety net, and only on
+//! the timer when watching is impossible (e.g. inotify's watch limit is reached).
+
+use std::path::Path;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+/// How long the folder must be quiet before a burst of changes wakes the daemon.
+pub const QUIET_PERIOD: Duration = Duration::from_millis(200);
+
+/// The longest a continuous stream of changes delays a wake-up.
+pub const BURST_MAX: Duration = Duration::from_secs(2);
+
+/// Watches one folder, recursively.
+pub struct FolderWatcher {
+    _watcher: notify::RecommendedWatcher,
+    events: UnboundedReceiver<()>,
+}
+
+impl FolderWatcher {
+    /// Starts watching `root` and everything under it.
+    ///
+    /// # Errors
+    /// A one-line reason (for example the inotify watch limit), to be announced before falling
+    /// back to timed scans.
+    pub fn start(root: &Path) -> Result<FolderWatcher, String> {
+        let (tx, events) = unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                // Access events (a file was read) change nothing; an error (an overflowed queue, a
+                // lost watch) wakes the daemon to rescan.
+                let wake = match &event {
+                    Ok(event) => !matches!(event.kind, notify::EventKind::Access(_)),
+                    Err(_) => true,
+                };
+                if wake {
+                    let _ = tx.send(());
+                }
+            })
+            .map_err(|e| reason(&e))?;
+        watcher
+            .watch(root, RecursiveMode::Recursive)
+            .map_err(|e| reason(&e))?;
+        Ok(FolderWatcher {
+            _watcher: watcher,
+            events,
+        })
+    }
+
+    /// Waits for a change, then for the folder to be quiet (or [`BURST_MAX`] to pass).
+    /// Returns `false` when the watcher stopped.
+    pub async fn changed(&mut self) -> bool {
+        if self.events.recv().await.is_none() {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + BURST_MAX;
+        loop {
+            match tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + QUIET_PERIOD),
+                self.events.recv(),
+            )
+            .await
+            {
+                Ok(Some(())) => {}
+                Ok(None) => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+fn reason(err: &notify::Error) -> String {
+    match &err.kind {
+        notify::ErrorKind::MaxFilesWatch => {
+            "the system's limit of watched directories is reached (raise fs.inotify.max_user_watches)"
+                .to_owned()
+        }
+        _ => err.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_writes_is_one_wake_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        let mut watcher = FolderWatcher::start(dir.path()).expect("watch");
+        for i in 0..20 {
+            std::fs::write(dir.path().join(format!("sub/f{i}")), b"x").expect("write");
+        }
+        let woke = tokio::time::timeout(Duration::from_secs(10), watcher.changed())
+            .await
+            .expect("a change is seen");
+        assert!(woke);
+        // The burst was absorbed: no second wake-up without a new change.
+        let again = tokio::time::timeout(Duration::from_millis(600), watcher.changed()).await;
+        assert!(again.is_err(), "one burst, one wake-up");
+        // A change in a directory created after the watch started is seen too.
+        std::fs::create_dir(dir.path().join("new")).expect("mkdir");
+        let woke = tokio::time::timeout(Duration::from_secs(10), watcher.changed())
+            .await
+            .expect("the new directory is seen");
+        assert!(woke);
+        std::fs::write(dir.path().join("new/late.txt"), b"y").expect("write");
+        let woke = tokio::time::timeout(Duration::from_secs(10), watcher.changed())
+            .await
+            .expect("a change in a new directory is seen");
+        assert!(woke);
+    }
+}
