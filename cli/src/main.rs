@@ -12,6 +12,7 @@
 mod args;
 mod config_cmd;
 mod conflicts;
+mod control;
 mod files;
 mod output;
 mod password;

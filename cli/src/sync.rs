@@ -5,10 +5,11 @@
 //! the folder changes (watched with `notify`, debounced), whenever the server's head moves
 //! (checked every second, one small round trip), and every `--interval` seconds as a safety
 //! net, until `cairn sync stop` or a signal. Events go to
-//! stderr as lines (or to stdout as JSON lines with `--json`). The running daemon keeps its pid
-//! and last pass in the config dir, for `status` and `stop`.
+//! stderr as lines (or to stdout as JSON lines with `--json`). A running daemon answers `status`
+//! and `stop` on the control socket in its folder's state dir (see `control`).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,7 +20,10 @@ use cairn_client::rest::{RestClient, Session, normalize_server_url, quic_addr_fo
 use cairn_client::watch::FolderWatcher;
 use cairn_protocol::wire::ErrorCode;
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::control::{self, Control, DaemonStatus, Progress, Shared, lock};
 
 use crate::output::{fail, human_bytes, warn};
 
@@ -57,29 +61,6 @@ pub(crate) struct SyncStartArgs {
     /// Let a pass delete more than half of the folder's files (otherwise it stops and asks)
     #[arg(long)]
     pub(crate) allow_mass_delete: bool,
-}
-
-/// What `status` reads: written by a running `start`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct DaemonStatus {
-    pid: u32,
-    folder: String,
-    server: String,
-    state: String,
-    seq: u64,
-    in_sync: bool,
-    last_pass_unix: u64,
-    last_error: Option<String>,
-}
-
-fn status_path(dir: &Path) -> PathBuf {
-    dir.join("sync-status.json")
-}
-
-fn write_status(dir: &Path, status: &DaemonStatus) {
-    if let Ok(bytes) = serde_json::to_vec_pretty(status) {
-        let _ = cairn_client::state::write_atomic(&status_path(dir), &bytes);
-    }
 }
 
 /// Runs `cairn sync start`. Called outside any async runtime: it builds its own.
@@ -133,6 +114,7 @@ async fn run(args: &SyncStartArgs, json: bool, dir: &Path) -> anyhow::Result<()>
         .canonicalize()
         .with_context(|| format!("the folder '{}' cannot be used", args.folder.display()))?;
     let state_dir = state_dir_for(&folder)?;
+    let status_dir = state_dir.clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut engine = Engine::open(
         EngineOptions {
@@ -143,20 +125,28 @@ async fn run(args: &SyncStartArgs, json: bool, dir: &Path) -> anyhow::Result<()>
         },
         tx,
     )?;
-    let printer = tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            print_event(&event, json);
-        }
-    });
-    let mut status = DaemonStatus {
+    let shared: Shared = Arc::new(Mutex::new(DaemonStatus {
         pid: std::process::id(),
         folder: folder.display().to_string(),
         server: server.clone(),
         state: "starting".into(),
+        phase: None,
+        progress: None,
         seq: 0,
         in_sync: false,
         last_pass_unix: 0,
         last_error: None,
+        conflicts: 0,
+        watching: false,
+    }));
+    let printer = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                track(&shared, &event);
+                print_event(&event, json);
+            }
+        })
     };
     if args.remote != "default" {
         session.ensure_folder(&args.remote).await?;
@@ -174,7 +164,17 @@ async fn run(args: &SyncStartArgs, json: bool, dir: &Path) -> anyhow::Result<()>
         )
         .await
     } else {
-        write_status(dir, &status);
+        let stop = Arc::new(Notify::new());
+        let control = match Control::start(&status_dir, Arc::clone(&shared), Arc::clone(&stop)) {
+            Ok(control) => Some(control),
+            Err(err) => {
+                warn(&format!(
+                    "no control socket in {} ({err}); `cairn sync status|stop` will not see this sync",
+                    status_dir.display()
+                ));
+                None
+            }
+        };
         let outcome = daemon(
             &mut engine,
             &mut remote,
@@ -182,11 +182,11 @@ async fn run(args: &SyncStartArgs, json: bool, dir: &Path) -> anyhow::Result<()>
             (&pin, &config.device, &args.remote),
             args.interval,
             json,
-            dir,
-            &mut status,
+            &shared,
+            &stop,
         )
         .await;
-        let _ = std::fs::remove_file(status_path(dir));
+        drop(control);
         outcome
     };
     remote.close();
@@ -305,8 +305,8 @@ async fn daemon(
     target: (&QuicPin, &str, &str),
     interval: Option<u64>,
     json: bool,
-    dir: &Path,
-    status: &mut DaemonStatus,
+    shared: &Shared,
+    requested: &Notify,
 ) -> anyhow::Result<()> {
     // Registered before the first pass, so a stop during it is not the default (fatal) action.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -314,9 +314,10 @@ async fn daemon(
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            () = requested.notified() => {}
         }
     });
-    let folder = PathBuf::from(&status.folder);
+    let folder = PathBuf::from(&lock(shared).folder);
     let mut watcher = match FolderWatcher::start(&folder) {
         Ok(watcher) => Some(watcher),
         Err(reason) => {
@@ -328,6 +329,7 @@ async fn daemon(
             None
         }
     };
+    lock(shared).watching = watcher.is_some();
     let interval = Duration::from_secs(
         interval
             .unwrap_or(if watcher.is_some() {
@@ -337,9 +339,35 @@ async fn daemon(
             })
             .max(1),
     );
-    let mut last_head = None;
+    let mut last_seq = None;
     loop {
-        match pass(engine, remote, session, target).await {
+        lock(shared).state = "syncing".into();
+        let outcome = pass(engine, remote, session, target).await;
+        let mut failed = None;
+        {
+            let mut status = lock(shared);
+            status.phase = None;
+            status.progress = None;
+            status.last_pass_unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            match &outcome {
+                Ok(summary) => {
+                    last_seq = Some(summary.seq);
+                    status.state = if summary.in_sync { "idle" } else { "syncing" }.into();
+                    status.seq = summary.seq;
+                    status.in_sync = summary.in_sync;
+                    status.last_error = None;
+                }
+                Err(err) => {
+                    let message = crate::output::one_line(&format!("{err:#}"));
+                    status.state = "error".into();
+                    status.last_error = Some(message.clone());
+                    failed = Some(message);
+                }
+            }
+        }
+        match outcome {
             Ok(summary) => {
                 if summary.uploaded
                     + summary.downloaded
@@ -350,25 +378,17 @@ async fn daemon(
                 {
                     print_summary(&summary, json);
                 }
-                status.state = if summary.in_sync { "idle" } else { "syncing" }.into();
-                status.seq = summary.seq;
-                status.in_sync = summary.in_sync;
-                status.last_error = None;
             }
-            Err(err) => {
-                let message = crate::output::one_line(&format!("{err:#}"));
-                warn(&format!("sync pass failed: {message}; retrying"));
-                status.state = "error".into();
-                status.last_error = Some(message);
+            Err(_) => {
+                warn(&format!(
+                    "sync pass failed: {}; retrying",
+                    failed.unwrap_or_default()
+                ));
                 if let Ok(new) = connect(session, target.0, target.1, target.2).await {
                     *remote = new;
                 }
             }
         }
-        status.last_pass_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        write_status(dir, status);
         // Wait for a local change, a moved head (one round trip a second), the safety-net
         // interval, or a stop.
         let deadline = tokio::time::Instant::now() + interval;
@@ -384,16 +404,40 @@ async fn daemon(
                     watcher = None;
                 }
             }
-            let head = remote.head().await.ok();
-            if head.is_some() && last_head.is_some() && head != last_head {
-                last_head = head;
-                break;
+            match remote.head().await {
+                // Someone committed since this daemon's last pass.
+                Ok((seq, _)) if Some(seq) != last_seq => break,
+                Ok(_) => {}
+                // The connection or the session lapsed: the pass reconnects.
+                Err(_) => break,
             }
-            last_head = head.or(last_head);
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
         }
+    }
+}
+
+/// Keeps the shared status's phase and progress up to date from the engine's events.
+fn track(shared: &Shared, event: &Event) {
+    match event {
+        Event::Phase(phase) => {
+            let mut status = lock(shared);
+            status.phase = Some((*phase).to_owned());
+            status.progress = None;
+        }
+        Event::Progress {
+            direction,
+            done,
+            total,
+        } => {
+            lock(shared).progress = Some(Progress {
+                direction: (*direction).to_owned(),
+                done: *done,
+                total: *total,
+            });
+        }
+        _ => {}
     }
 }
 
@@ -497,73 +541,130 @@ fn print_event(event: &Event, json: bool) {
     }
 }
 
-/// Runs `cairn sync status`.
+/// The statuses of the daemons of this config dir, one per synced folder, as each answers on
+/// its control socket.
+async fn running(dir: &Path) -> Vec<(PathBuf, DaemonStatus)> {
+    let mut found = Vec::new();
+    for state_dir in control::sockets(dir) {
+        if let Some(status) = control::ask(&state_dir, "status")
+            .await
+            .and_then(|v| serde_json::from_value::<DaemonStatus>(v).ok())
+        {
+            found.push((state_dir, status));
+        }
+    }
+    found.sort_by(|a, b| a.1.folder.cmp(&b.1.folder));
+    found
+}
+
+fn small_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Runs `cairn sync status`: every folder this config dir's daemons sync.
 ///
 /// # Errors
 /// No config dir.
 #[allow(clippy::print_stdout)]
 pub(crate) fn status(json: bool) -> anyhow::Result<()> {
     let dir = config_dir()?;
-    let status: Option<DaemonStatus> = std::fs::read(status_path(&dir))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|s: &DaemonStatus| alive(s.pid));
+    let daemons = small_runtime()?.block_on(running(&dir));
     if json {
-        let value = match &status {
-            Some(s) => serde_json::json!({"running": true, "status": s}),
-            None => serde_json::json!({"running": false}),
-        };
+        let list: Vec<&DaemonStatus> = daemons.iter().map(|(_, s)| s).collect();
+        let value = serde_json::json!({
+            "running": !list.is_empty(),
+            "status": list.first(),
+            "daemons": list,
+        });
         println!("{value}");
         return Ok(());
     }
-    match status {
-        Some(s) => println!(
-            "syncing {} with {} (pid {}): {}{}, revision {}",
+    if daemons.is_empty() {
+        println!("not running; start it with `cairn sync start --folder DIR`");
+    }
+    for (_, s) in daemons {
+        let activity = match (&s.phase, &s.progress) {
+            (_, Some(p)) if p.total > 0 => format!(
+                " ({} {} of {})",
+                p.direction,
+                human_bytes(p.done),
+                human_bytes(p.total)
+            ),
+            (Some(phase), _) => format!(" ({phase})"),
+            _ => String::new(),
+        };
+        println!(
+            "syncing {} with {} (pid {}): {}{activity}{}, revision {}{}{}",
             s.folder,
             s.server,
             s.pid,
             s.state,
-            s.last_error.map(|e| format!(" ({e})")).unwrap_or_default(),
-            s.seq
-        ),
-        None => println!("not running; start it with `cairn sync start --folder DIR`"),
+            s.last_error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default(),
+            s.seq,
+            if s.conflicts > 0 {
+                format!(", {} conflicts (see `cairn conflicts`)", s.conflicts)
+            } else {
+                String::new()
+            },
+            if s.watching {
+                ""
+            } else {
+                ", not watching (timed scans)"
+            }
+        );
     }
     Ok(())
 }
 
-/// Runs `cairn sync stop`: asks the running daemon to stop (SIGTERM) and waits for it.
+/// Runs `cairn sync stop`: asks every daemon of this config dir to stop, over its control
+/// socket, and waits for them to exit.
 ///
 /// # Errors
-/// Nothing running; the daemon did not stop in 20 s.
+/// Nothing running; a daemon did not stop in 20 s.
 #[allow(clippy::print_stdout)]
 pub(crate) fn stop(json: bool) -> anyhow::Result<()> {
     let dir = config_dir()?;
-    let status: DaemonStatus = std::fs::read(status_path(&dir))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|s: &DaemonStatus| alive(s.pid))
-        .ok_or_else(|| fail("not_running", "no sync is running for this config dir"))?;
-    let pid = rustix::process::Pid::from_raw(i32::try_from(status.pid).unwrap_or(0))
-        .ok_or_else(|| fail("not_running", "the status file names no process"))?;
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-        .map_err(|e| fail("stop", format!("signalling pid {}: {e}", status.pid)))?;
+    let runtime = small_runtime()?;
+    let daemons = runtime.block_on(running(&dir));
+    if daemons.is_empty() {
+        return Err(fail(
+            "not_running",
+            "no sync is running for this config dir",
+        ));
+    }
+    for (state_dir, _) in &daemons {
+        runtime.block_on(control::ask(state_dir, "stop"));
+    }
     for _ in 0..200 {
-        if !alive(status.pid) {
+        if daemons.iter().all(|(_, s)| !alive(s.pid)) {
             if json {
+                let pids: Vec<u32> = daemons.iter().map(|(_, s)| s.pid).collect();
                 println!(
                     "{}",
-                    serde_json::json!({"stopped": true, "pid": status.pid})
+                    serde_json::json!({"stopped": true, "pid": pids[0], "pids": pids})
                 );
             } else {
-                println!("stopped the sync of {} (pid {})", status.folder, status.pid);
+                for (_, s) in &daemons {
+                    println!("stopped the sync of {} (pid {})", s.folder, s.pid);
+                }
             }
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let stuck: Vec<String> = daemons
+        .iter()
+        .filter(|(_, s)| alive(s.pid))
+        .map(|(_, s)| s.pid.to_string())
+        .collect();
     Err(fail(
         "stop",
-        format!("pid {} did not stop within 20 s", status.pid),
+        format!("pid {} did not stop within 20 s", stuck.join(", ")),
     ))
 }
 

@@ -270,8 +270,10 @@ async fn running_daemons_carry_a_change_across_and_stop_on_request() {
                 "start",
                 "--folder",
                 folder.to_str().expect("utf-8"),
+                // Far beyond the test's deadline: only the filesystem watcher can pick up A's
+                // change in time.
                 "--interval",
-                "1",
+                "600",
             ])
             .spawn()
             .expect("daemon starts");
@@ -294,6 +296,18 @@ async fn running_daemons_carry_a_change_across_and_stop_on_request() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // One engine per folder: a second sync of A's folder names the running one.
+    let folder = a.folder();
+    let second = a
+        .run(&[
+            "sync",
+            "start",
+            "--folder",
+            folder.to_str().expect("utf-8"),
+            "--once",
+        ])
+        .await;
+    assert_one_line_failure(&second, 1, "is already syncing");
     std::fs::write(a.folder().join("hello.txt"), b"from a, live").expect("write");
     let started = Instant::now();
     let target = b.folder().join("hello.txt");

@@ -52,6 +52,10 @@ const IDS_PER_BATCH: usize = 4096;
 /// Bytes of blocks per upload or download request.
 const BYTES_PER_BATCH: usize = 16 * 1024 * 1024;
 
+/// A pass that would delete more than half of a folder's files, and at least this many, stops
+/// and asks (`SyncError::MassDelete`) unless allowed.
+pub const MASS_DELETE_FILES_MIN: usize = 100;
+
 /// Passes that may find a moved head before a pass gives up.
 const STALE_RETRIES_MAX: u32 = 5;
 
@@ -172,7 +176,8 @@ pub struct EngineOptions {
     pub state_dir: PathBuf,
     /// This device's name.
     pub device: String,
-    /// Allow a pass to delete more than half of a folder of more than 10 files.
+    /// Allow a pass to delete more than half of a folder's files (and at least
+    /// [`MASS_DELETE_FILES_MIN`]).
     pub allow_mass_delete: bool,
 }
 
@@ -180,9 +185,50 @@ pub struct EngineOptions {
 pub struct Engine {
     options: EngineOptions,
     ignores: Ignores,
+    // Held for its lock: one engine per state dir (so per synced folder), across processes.
+    _lock: File,
     nodes: Arc<FsBlockStore>,
     state: State,
     events: UnboundedSender<Event>,
+}
+
+/// Takes the state dir's lock (`engine.lock`, holding the owner's pid), or says who holds it.
+fn lock_state(state_dir: &Path, root: &Path) -> Result<File, SyncError> {
+    use std::io::{Seek, Write};
+    let path = state_dir.join("engine.lock");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| SyncError::Local(format!("opening '{}': {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            return Err(SyncError::Local(format!(
+                "another cairn process{} is already syncing '{}'; stop it first (`cairn sync stop`)",
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                },
+                root.display()
+            )));
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(SyncError::Local(format!(
+                "locking '{}': {e}",
+                path.display()
+            )));
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
 }
 
 /// Stores nothing: hashing files to find their blocks, without keeping the data.
@@ -264,9 +310,11 @@ impl Engine {
         fs::create_dir_all(&options.state_dir).map_err(|e| {
             SyncError::Local(format!("creating '{}': {e}", options.state_dir.display()))
         })?;
+        let lock = lock_state(&options.state_dir, &options.root)?;
         let nodes = FsBlockStore::open(options.state_dir.join("nodes"), FsStoreOptions::DEFAULT)?;
         let state = State::load(&options.state_dir).map_err(SyncError::Local)?;
         Ok(Engine {
+            _lock: lock,
             ignores: Ignores::load(&options.root),
             options,
             nodes: Arc::new(nodes),
@@ -518,7 +566,7 @@ impl Engine {
             (&planned.remote, "on the server"),
         ] {
             let deletes = count(actions);
-            if files > 10 && deletes * 2 > files {
+            if deletes >= MASS_DELETE_FILES_MIN && deletes * 2 > files {
                 return Err(SyncError::MassDelete {
                     deletes,
                     files,

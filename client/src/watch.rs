@@ -19,6 +19,8 @@ pub const BURST_MAX: Duration = Duration::from_secs(2);
 pub struct FolderWatcher {
     _watcher: notify::RecommendedWatcher,
     events: UnboundedReceiver<()>,
+    /// The burst being waited out: when its first and its latest event came.
+    burst: Option<(tokio::time::Instant, tokio::time::Instant)>,
 }
 
 impl FolderWatcher {
@@ -48,26 +50,33 @@ impl FolderWatcher {
         Ok(FolderWatcher {
             _watcher: watcher,
             events,
+            burst: None,
         })
     }
 
     /// Waits for a change, then for the folder to be quiet (or [`BURST_MAX`] to pass).
     /// Returns `false` when the watcher stopped.
+    ///
+    /// Cancel-safe: the burst being waited out is kept in `self`, so a caller that drops this
+    /// future (a `select!` whose other branch won) loses no change; the next call goes on.
     pub async fn changed(&mut self) -> bool {
-        if self.events.recv().await.is_none() {
-            return false;
-        }
-        let deadline = tokio::time::Instant::now() + BURST_MAX;
         loop {
-            match tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + QUIET_PERIOD),
-                self.events.recv(),
-            )
-            .await
-            {
-                Ok(Some(())) => {}
+            let Some((first, last)) = self.burst else {
+                if self.events.recv().await.is_none() {
+                    return false;
+                }
+                let now = tokio::time::Instant::now();
+                self.burst = Some((now, now));
+                continue;
+            };
+            let deadline = (first + BURST_MAX).min(last + QUIET_PERIOD);
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(())) => self.burst = Some((first, tokio::time::Instant::now())),
                 Ok(None) => return false,
-                Err(_) => return true,
+                Err(_) => {
+                    self.burst = None;
+                    return true;
+                }
             }
         }
     }
@@ -98,6 +107,18 @@ mod tests {
         let woke = tokio::time::timeout(Duration::from_secs(10), watcher.changed())
             .await
             .expect("a change is seen");
+        assert!(woke);
+        // Cancelled mid-burst (as a `select!` does), the change is still reported next time.
+        std::fs::write(dir.path().join("sub/again"), b"z").expect("write");
+        let cancelled = tokio::time::timeout(Duration::from_millis(100), async {
+            // Long enough to take the event, too short for the quiet period.
+            watcher.changed().await
+        })
+        .await;
+        assert!(cancelled.is_err(), "still inside the quiet period");
+        let woke = tokio::time::timeout(Duration::from_secs(10), watcher.changed())
+            .await
+            .expect("the change survives a cancelled wait");
         assert!(woke);
         // The burst was absorbed: no second wake-up without a new change.
         let again = tokio::time::timeout(Duration::from_millis(600), watcher.changed()).await;

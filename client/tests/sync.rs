@@ -321,7 +321,7 @@ async fn a_stale_device_does_not_resurrect_deletes_and_mass_deletes_pause() {
     let token = token(&server, "dave").await;
     let mut a = Device::new(&server, &token, "laptop").await;
     let mut b = Device::new(&server, &token, "desktop").await;
-    for i in 0..20 {
+    for i in 0..220 {
         a.write(&format!("docs/{i}.txt"), format!("doc {i}").as_bytes());
     }
     a.sync().await;
@@ -334,8 +334,8 @@ async fn a_stale_device_does_not_resurrect_deletes_and_mass_deletes_pause() {
     a.sync().await;
     assert!(!a.root.join("docs/3.txt").exists(), "not resurrected on A");
 
-    // Deleting most of the folder pauses instead of propagating.
-    for i in 0..15 {
+    // Deleting most of the folder (and at least 100 files) pauses instead of propagating.
+    for i in 0..150 {
         let _ = std::fs::remove_file(a.root.join(format!("docs/{i}.txt")));
     }
     let err = a.try_sync().await.expect_err("mass delete refused");
