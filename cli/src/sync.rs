@@ -31,7 +31,7 @@ use crate::output::{fail, human_bytes, warn};
 const ONCE_PASSES_MAX: u32 = 5;
 
 /// Seconds between safety-net scans while the folder is watched.
-const SAFETY_SCAN_SECS: u64 = 60;
+const SAFETY_SCAN_SECS: u64 = 600;
 
 /// Seconds between scans when the folder cannot be watched.
 const FALLBACK_SCAN_SECS: u64 = 5;
@@ -55,7 +55,7 @@ pub(crate) struct SyncStartArgs {
     #[arg(long)]
     pub(crate) once: bool,
     /// Seconds between full scans for local changes, a safety net beside filesystem watching
-    /// [default: 60, or 5 when the folder cannot be watched]
+    /// [default: 600, or 5 when the folder cannot be watched]
     #[arg(long, value_name = "SECONDS")]
     pub(crate) interval: Option<u64>,
     /// Let a pass delete more than half of the folder's files (otherwise it stops and asks)
