@@ -369,14 +369,20 @@ async fn daemon(
         }
         match outcome {
             Ok(summary) => {
-                if summary.uploaded
+                let worked = summary.uploaded
                     + summary.downloaded
                     + summary.deleted_local
                     + summary.deleted_remote
                     + summary.conflicts
-                    > 0
-                {
+                    > 0;
+                if worked {
                     print_summary(&summary, json);
+                }
+                // A pass that moved something ends before it can see the result agree: the next
+                // pass confirms it (or finds what changed meanwhile) at once, not at the next
+                // trigger. A pass that could not finish some paths waits for one instead.
+                if worked && !summary.in_sync {
+                    continue;
                 }
             }
             Err(_) => {

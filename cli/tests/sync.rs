@@ -318,6 +318,22 @@ async fn running_daemons_carry_a_change_across_and_stop_on_request() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Both settle to idle at once (a pass that moved something is confirmed by the next), not
+    // at the 600 s rescan.
+    for device in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status: Value =
+                serde_json::from_str(device.ok(&["--json", "sync", "status"]).await.trim())
+                    .expect("JSON");
+            if status["status"]["state"] == "idle" && status["status"]["seq"] == 1 {
+                assert_eq!(status["status"]["watching"], true, "{status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never idle: {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     for (device, mut child) in [&a, &b].into_iter().zip(daemons) {
         device.ok(&["sync", "stop"]).await;
         let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
