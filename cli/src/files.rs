@@ -117,6 +117,7 @@ async fn add(session: &Session, local: &Path, remote: Option<&str>) -> anyhow::R
         })?;
     let target = match remote {
         None => name,
+        Some(r) if clean(r).is_empty() => name,
         Some(r) if r.ends_with('/') => format!("{}/{name}", clean(r)),
         Some(r) => clean(r).to_owned(),
     };
