@@ -118,8 +118,10 @@ def main():
                               capture_output=True, text=True, env=env).stdout)
         rss_load = peak_rss_mib(server.pid)
         print("fill", file=sys.stderr)
-        fill = json.loads(run([bench_bin, "http-fill", "--server", base, "--files", str(args.fill_files), "--json"],
-                              capture_output=True, text=True, env=env).stdout)
+        fill_env = dict(env, CAIRN_PASSWORD="benchmark password")
+        fill = json.loads(run([bench_bin, "http-fill", "--server", base, "--files", str(args.fill_files), "--json",
+                               "--username", "bench"],
+                              capture_output=True, text=True, env=fill_env).stdout)
         rss_fill = peak_rss_mib(server.pid)
     finally:
         server.terminate()

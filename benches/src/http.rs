@@ -37,6 +37,10 @@ pub(crate) struct FillArgs {
     /// Access token (Bearer).
     #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true)]
     token: String,
+    /// Log in as this user again whenever the token expires (a long fill outlasts an access
+    /// token); the password comes from `$CAIRN_PASSWORD`.
+    #[arg(long)]
+    username: Option<String>,
     /// Files to upload.
     #[arg(long, default_value_t = 100_000)]
     files: u32,
@@ -192,17 +196,67 @@ pub(crate) fn fill(args: &FillArgs) -> Result<()> {
     })
 }
 
+/// The fill's access token, renewed by logging in again when the server answers 401.
+struct Credentials {
+    token: tokio::sync::RwLock<String>,
+    login: Option<(String, String)>,
+}
+
+impl Credentials {
+    async fn token(&self) -> String {
+        self.token.read().await.clone()
+    }
+
+    /// Logs in again (once for all workers that saw `stale` expire); false without a login.
+    async fn renew(&self, client: &reqwest::Client, base: &str, stale: &str) -> bool {
+        let Some((username, password)) = &self.login else {
+            return false;
+        };
+        let mut token = self.token.write().await;
+        if *token != stale {
+            return true;
+        }
+        let answer = client
+            .post(format!("{base}/auth/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await;
+        let Ok(answer) = answer else { return false };
+        let Ok(body) = answer.json::<serde_json::Value>().await else {
+            return false;
+        };
+        match body["access_token"].as_str() {
+            Some(fresh) => {
+                *token = fresh.to_owned();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 async fn run_fill(args: &FillArgs) -> Result<FillReport> {
     let client = reqwest::Client::new();
     let base = args.server.trim_end_matches('/').to_owned();
+    let login = match &args.username {
+        Some(username) => Some((
+            username.clone(),
+            std::env::var("CAIRN_PASSWORD").context("--username needs $CAIRN_PASSWORD")?,
+        )),
+        None => None,
+    };
+    let credentials = Arc::new(Credentials {
+        token: tokio::sync::RwLock::new(args.token.clone()),
+        login,
+    });
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
-        let (client, base, token, next, total) = (
+        let (client, base, credentials, next, total) = (
             client.clone(),
             base.clone(),
-            args.token.clone(),
+            Arc::clone(&credentials),
             Arc::clone(&next),
             args.files,
         );
@@ -213,21 +267,34 @@ async fn run_fill(args: &FillArgs) -> Result<FillReport> {
                 if idx >= total {
                     return errors;
                 }
-                let form = reqwest::multipart::Form::new()
-                    .text("path", format!("many/f{idx:07}.txt"))
-                    .part(
-                        "file",
-                        reqwest::multipart::Part::bytes(format!("file {idx}\n").into_bytes()),
-                    );
-                match client
-                    .post(format!("{base}/files/upload"))
-                    .bearer_auth(&token)
-                    .multipart(form)
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => {}
-                    _ => errors += 1,
+                let mut renewed = false;
+                loop {
+                    let form = reqwest::multipart::Form::new()
+                        .text("path", format!("many/f{idx:07}.txt"))
+                        .part(
+                            "file",
+                            reqwest::multipart::Part::bytes(format!("file {idx}\n").into_bytes()),
+                        );
+                    let token = credentials.token().await;
+                    match client
+                        .post(format!("{base}/files/upload"))
+                        .bearer_auth(&token)
+                        .multipart(form)
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => {}
+                        Ok(r)
+                            if r.status() == reqwest::StatusCode::UNAUTHORIZED
+                                && !renewed
+                                && credentials.renew(&client, &base, &token).await =>
+                        {
+                            renewed = true;
+                            continue;
+                        }
+                        _ => errors += 1,
+                    }
+                    break;
                 }
             }
         });
@@ -237,10 +304,14 @@ async fn run_fill(args: &FillArgs) -> Result<FillReport> {
         errors += done.context("a fill client panicked")?;
     }
     let fill_seconds = started.elapsed().as_secs_f64();
+    // The listing may come after the token expired: start it with a fresh one when possible.
+    let stale = credentials.token().await;
+    credentials.renew(&client, &base, &stale).await;
+    let token = credentials.token().await;
     let at = Instant::now();
     let first: serde_json::Value = client
         .get(format!("{base}/files/?limit=1000"))
-        .bearer_auth(&args.token)
+        .bearer_auth(&token)
         .send()
         .await?
         .json()
@@ -258,7 +329,7 @@ async fn run_fill(args: &FillArgs) -> Result<FillReport> {
         };
         let page: serde_json::Value = client
             .get(url)
-            .bearer_auth(&args.token)
+            .bearer_auth(&token)
             .send()
             .await?
             .json()
