@@ -368,17 +368,11 @@ impl Engine {
                     paths: group.iter().map(ToString::to_string).collect(),
                 });
             }
-            let committed = if planned.remote.is_empty() {
-                (seq, root)
-            } else {
-                self.emit(Event::Phase("uploading"));
-                match self
-                    .push(remote, seq, root, &planned, &local, &mut summary)
-                    .await?
-                {
-                    (CommitResult::Committed(new_seq), new_root) => (new_seq, new_root),
-                    (CommitResult::Stale(..), _) => continue,
-                }
+            let Some(committed) = self
+                .commit_plan(remote, (seq, root), &planned, &local, &mut summary)
+                .await?
+            else {
+                continue;
             };
             let mut records = Vec::new();
             for conflict in &planned.conflicts {
@@ -463,17 +457,11 @@ impl Engine {
                 device: &self.options.device,
                 now_utc: crate::time::utc_now(),
             });
-            let committed = if planned.remote.is_empty() {
-                (seq, root)
-            } else {
-                self.emit(Event::Phase("uploading"));
-                match self
-                    .push(remote, seq, root, &planned, &local, &mut summary)
-                    .await?
-                {
-                    (CommitResult::Committed(new_seq), new_root) => (new_seq, new_root),
-                    (CommitResult::Stale(..), _) => continue,
-                }
+            let Some(committed) = self
+                .commit_plan(remote, (seq, root), &planned, &local, &mut summary)
+                .await?
+            else {
+                continue;
             };
             self.state.base = planned.merged.clone();
             self.state.remote_seq = committed.0;
@@ -536,6 +524,31 @@ impl Engine {
         summary.seq = seq;
         summary.in_sync = failed.is_empty();
         Ok(summary)
+    }
+
+    /// Pushes the plan's remote actions, if it has any, onto the head `(seq, root)`: the new
+    /// head (the same one when there was nothing to push), or `None` when the head moved first.
+    async fn commit_plan(
+        &mut self,
+        remote: &Remote,
+        (seq, root): (u64, NodeId),
+        planned: &plan::Plan,
+        local: &Tree,
+        summary: &mut PassSummary,
+    ) -> Result<Option<(u64, NodeId)>, SyncError> {
+        if planned.remote.is_empty() {
+            return Ok(Some((seq, root)));
+        }
+        self.emit(Event::Phase("uploading"));
+        Ok(
+            match self
+                .push(remote, seq, root, planned, local, summary)
+                .await?
+            {
+                (CommitResult::Committed(new_seq), new_root) => Some((new_seq, new_root)),
+                (CommitResult::Stale(..), _) => None,
+            },
+        )
     }
 
     fn guard_mass_delete(&self, planned: &plan::Plan) -> Result<(), SyncError> {
