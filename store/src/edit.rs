@@ -4,7 +4,9 @@
 //! comparing trees. Only the directories on the path are rebuilt; every other subtree keeps its
 //! node ids, so an edit writes a handful of nodes whatever the tree's size.
 
-use crate::dir::{chunk_dir, read_dir, store_dir};
+use std::collections::BTreeMap;
+
+use crate::dir::{chunk_dir, edit_dir, find_entry, store_dir};
 use crate::node::{DirEntry, EntryKind, Name};
 use crate::{Error, NodeId, NodeStore, Result};
 
@@ -39,101 +41,82 @@ pub fn edit(
     path: &[Name],
     edit: &Edit,
 ) -> Result<Edited> {
+    Ok(edit_in(store, root, path, edit)?.0)
+}
+
+/// [`edit`], plus the directory's new total size when it changed (`None`: unchanged).
+fn edit_in(
+    store: &(impl NodeStore + ?Sized),
+    root: &NodeId,
+    path: &[Name],
+    edit: &Edit,
+) -> Result<(Edited, Option<u64>)> {
     let (first, rest) = path.split_first().ok_or_else(|| Error::InvalidName {
         name: String::new(),
         reason: "a path needs at least one name",
     })?;
-    let mut entries = read_dir(store, root)?;
-    let found = entries.binary_search_by(|e| e.name.cmp(first));
+    let unchanged = |previous| {
+        Ok((
+            Edited {
+                root: *root,
+                previous,
+            },
+            None,
+        ))
+    };
+    let found = find_entry(store, root, first)?;
     let previous;
-    if rest.is_empty() {
-        previous = found.ok().map(|idx| entries[idx].clone());
-        match (edit, found) {
-            (Edit::Put(entry), Ok(idx)) => {
-                entries[idx] = DirEntry {
-                    name: first.clone(),
-                    ..entry.clone()
-                }
-            }
-            (Edit::Put(entry), Err(idx)) => entries.insert(
-                idx,
-                DirEntry {
-                    name: first.clone(),
-                    ..entry.clone()
-                },
-            ),
-            (Edit::Remove, Ok(idx)) => {
-                entries.remove(idx);
-            }
-            (Edit::Remove, Err(_)) => {
-                return Ok(Edited {
-                    root: *root,
-                    previous: None,
-                });
-            }
+    let change = if rest.is_empty() {
+        previous = found;
+        match edit {
+            Edit::Put(entry) => Some(entry.clone()),
+            Edit::Remove if previous.is_none() => return unchanged(None),
+            Edit::Remove => None,
         }
     } else {
-        let child_root = match found {
-            Ok(idx) if entries[idx].kind == EntryKind::Dir => entries[idx].child,
-            Ok(_) => {
+        let child_root = match &found {
+            Some(entry) if entry.kind == EntryKind::Dir => entry.child,
+            Some(_) => {
                 return Err(Error::InvalidName {
                     name: first.to_string_lossy(),
                     reason: "is a file, so it cannot hold other files",
                 });
             }
-            Err(_) if matches!(edit, Edit::Remove) => {
-                return Ok(Edited {
-                    root: *root,
-                    previous: None,
-                });
-            }
-            Err(_) => {
+            None if matches!(edit, Edit::Remove) => return unchanged(None),
+            None => {
                 let empty = chunk_dir(Vec::new())?;
                 store_dir(store, &empty)?;
                 empty.root
             }
         };
-        let inner = self::edit(store, &child_root, rest, edit)?;
+        let (inner, size) = edit_in(store, &child_root, rest, edit)?;
         previous = inner.previous;
-        if inner.root == child_root && found.is_ok() {
-            return Ok(Edited {
-                root: *root,
-                previous,
-            });
-        }
-        let size = read_dir(store, &inner.root)?
-            .iter()
-            .map(|e| e.size)
-            .fold(0u64, u64::saturating_add);
-        let dir_entry = DirEntry {
+        let Some(size) = size.filter(|_| inner.root != child_root || found.is_none()) else {
+            return unchanged(previous);
+        };
+        Some(DirEntry {
             name: first.clone(),
             kind: EntryKind::Dir,
             size,
             mtime_ns: 0,
-            mode: 0o755,
+            mode: found.as_ref().map_or(0o755, |e| e.mode),
             child: inner.root,
-        };
-        match found {
-            Ok(idx) => {
-                entries[idx] = DirEntry {
-                    mode: entries[idx].mode,
-                    ..dir_entry
-                }
-            }
-            Err(idx) => entries.insert(idx, dir_entry),
-        }
-    }
-    let chunked = chunk_dir(entries)?;
-    store_dir(store, &chunked)?;
-    Ok(Edited {
-        root: chunked.root,
-        previous,
-    })
+        })
+    };
+    let edited = edit_dir(store, root, &[(first.clone(), change)])?;
+    store_dir(store, &edited)?;
+    Ok((
+        Edited {
+            root: edited.root,
+            previous,
+        },
+        Some(edited.size),
+    ))
 }
 
 /// Applies many edits at once (each path non-empty, validated names): every directory on the
-/// way is read and rewritten once, however many of its entries change, so applying a sync's
-/// worth of changes costs what the touched directories cost, not one rewrite per change.
+/// way is edited once, however many of its entries change, so applying a sync's worth of
+/// changes costs what the touched chunks cost, not one rewrite per change.
 ///
 /// For one name, an edit of the name itself applies before edits below it (so a file can be
 /// replaced by a directory in one call); removals below a name that is not a directory are
@@ -160,82 +143,68 @@ fn rewrite_dir(
     dir: Option<&NodeId>,
     edits: &[(&[Name], &Edit)],
 ) -> Result<(NodeId, u64)> {
-    let mut entries: std::collections::BTreeMap<Name, DirEntry> = match dir {
-        Some(id) => read_dir(store, id)?
-            .into_iter()
-            .map(|e| (e.name.clone(), e))
-            .collect(),
-        None => std::collections::BTreeMap::new(),
-    };
-    let mut groups: std::collections::BTreeMap<&Name, Vec<(&[Name], &Edit)>> =
-        std::collections::BTreeMap::new();
+    let mut groups: BTreeMap<&Name, Vec<(&[Name], &Edit)>> = BTreeMap::new();
     for (path, edit) in edits {
         if let Some((first, rest)) = path.split_first() {
             groups.entry(first).or_default().push((rest, edit));
         }
     }
+    let mut changes: Vec<(Name, Option<DirEntry>)> = Vec::new();
     for (name, group) in groups {
+        // The name's own put or remove, if it has one (it needs no lookup).
+        let mut change: Option<Option<DirEntry>> = None;
         for (rest, edit) in &group {
             if rest.is_empty() {
-                match edit {
-                    Edit::Put(entry) => {
-                        entries.insert(
-                            name.clone(),
-                            DirEntry {
-                                name: name.clone(),
-                                ..entry.clone()
-                            },
-                        );
-                    }
-                    Edit::Remove => {
-                        entries.remove(name);
-                    }
-                }
+                change = Some(match edit {
+                    Edit::Put(entry) => Some(DirEntry {
+                        name: name.clone(),
+                        ..entry.clone()
+                    }),
+                    Edit::Remove => None,
+                });
             }
         }
         let deeper: Vec<(&[Name], &Edit)> = group
             .into_iter()
             .filter(|(rest, _)| !rest.is_empty())
             .collect();
-        if deeper.is_empty() {
-            continue;
-        }
-        let only_removes = deeper.iter().all(|(_, e)| matches!(e, Edit::Remove));
-        let existing = entries.get(name);
-        let child = match existing {
-            Some(e) if e.kind == EntryKind::Dir => Some(e.child),
-            Some(_) if only_removes => continue,
-            Some(_) => {
+        if !deeper.is_empty() {
+            let existing = match (&change, dir) {
+                (Some(set), _) => set.clone(),
+                (None, Some(id)) => find_entry(store, id, name)?,
+                (None, None) => None,
+            };
+            let is_dir = existing.as_ref().is_some_and(|e| e.kind == EntryKind::Dir);
+            let only_removes = deeper.iter().all(|(_, e)| matches!(e, Edit::Remove));
+            if existing.is_some() && !is_dir && !only_removes {
                 return Err(Error::InvalidName {
                     name: name.to_string_lossy(),
                     reason: "is a file, so it cannot hold other files",
                 });
             }
-            None if only_removes => continue,
-            None => None,
-        };
-        let mode = existing.map_or(0o755, |e| e.mode);
-        let mtime_ns = existing.map_or(0, |e| e.mtime_ns);
-        let (child, size) = rewrite_dir(store, child.as_ref(), &deeper)?;
-        entries.insert(
-            name.clone(),
-            DirEntry {
-                name: name.clone(),
-                kind: EntryKind::Dir,
-                size,
-                mtime_ns,
-                mode,
-                child,
-            },
-        );
+            if is_dir || !only_removes {
+                let child = existing.as_ref().filter(|_| is_dir).map(|e| e.child);
+                let (child, size) = rewrite_dir(store, child.as_ref(), &deeper)?;
+                change = Some(Some(DirEntry {
+                    name: name.clone(),
+                    kind: EntryKind::Dir,
+                    size,
+                    mtime_ns: existing.as_ref().map_or(0, |e| e.mtime_ns),
+                    mode: existing.as_ref().map_or(0o755, |e| e.mode),
+                    child,
+                }));
+            }
+        }
+        if let Some(entry) = change {
+            changes.push((name.clone(), entry));
+        }
     }
-    let size = entries
-        .values()
-        .map(|e| e.size)
-        .fold(0u64, u64::saturating_add);
-    let chunked = chunk_dir(entries.into_values().collect())?;
-    store_dir(store, &chunked)?;
-    Ok((chunked.root, size))
+    let edited = match dir {
+        Some(id) => edit_dir(store, id, &changes)?,
+        None => chunk_dir(changes.into_iter().filter_map(|(_, entry)| entry).collect())?,
+    };
+    store_dir(store, &edited)?;
+    Ok((edited.root, edited.size))
 }
 
 /// Looks up the entry at `path` in the tree rooted at `root`.
@@ -249,13 +218,11 @@ pub fn lookup(
 ) -> Result<Option<DirEntry>> {
     let mut dir = *root;
     for (idx, name) in path.iter().enumerate() {
-        let entries = read_dir(store, &dir)?;
-        let Ok(pos) = entries.binary_search_by(|e| e.name.cmp(name)) else {
+        let Some(entry) = find_entry(store, &dir, name)? else {
             return Ok(None);
         };
-        let entry = &entries[pos];
         if idx + 1 == path.len() {
-            return Ok(Some(entry.clone()));
+            return Ok(Some(entry));
         }
         if entry.kind != EntryKind::Dir {
             return Ok(None);
@@ -268,6 +235,7 @@ pub fn lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dir::read_dir;
     use crate::mem::MemBlockStore;
 
     fn name(text: &str) -> Name {
