@@ -74,23 +74,28 @@ def main():
     parser.add_argument("--data", default="/var/tmp/cairn-bench")
     parser.add_argument("--load-seconds", type=int, default=60)
     parser.add_argument("--fill-files", type=int, default=100_000)
+    parser.add_argument("--transfers-only", action="store_true", help="skip the load and the fill")
     args = parser.parse_args()
     run(["cargo", "build", "--release", "-q", "-p", "cairn-server", "-p", "cairn-bench"], cwd=ROOT)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     server_bin = os.path.join(target, "release", "cairn-server")
     bench_bin = os.path.join(target, "release", "cairn-bench")
     os.makedirs(args.data, exist_ok=True)
-    big_dir = os.path.join(args.data, "bigfile-1GiB")
-    if not os.path.isdir(big_dir):
-        run([bench_bin, "gen", big_dir, "--size", "1GiB", "--kind", "big-file"])
-    big = os.path.join(big_dir, "big.bin")
+    # One file per run, each with its own seed: a second upload of the same bytes would be
+    # deduplicated by the server and measure nothing.
+    big_dirs = []
+    for idx in range(args.runs):
+        big_dir = os.path.join(args.data, f"bigfile-1GiB-seed{idx + 1}")
+        if not os.path.isdir(big_dir):
+            run([bench_bin, "gen", big_dir, "--size", "1GiB", "--kind", "big-file", "--seed", str(idx + 1)])
+        big_dirs.append(big_dir)
 
     scratch = tempfile.mkdtemp(prefix="cairn-server-bench-", dir=args.data)
     port, plain_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([server_bin, "--data-dir", os.path.join(scratch, "data"), "--listen", f"127.0.0.1:{port}",
                                "--quota", str(1 << 40)], stderr=subprocess.DEVNULL)
-    plain = subprocess.Popen([sys.executable, "-m", "http.server", str(plain_port), "--bind", "127.0.0.1", "--directory", big_dir],
+    plain = subprocess.Popen([sys.executable, "-m", "http.server", str(plain_port), "--bind", "127.0.0.1", "--directory", args.data],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(f"{base}/health")
@@ -102,27 +107,41 @@ def main():
         ingest, upload, download, plain_dl = [], [], [], []
         for idx in range(args.runs):
             print(f"transfer run {idx + 1}/{args.runs}", file=sys.stderr)
+            big_dir = big_dirs[idx]
+            big = os.path.join(big_dir, "big.bin")
             report = json.loads(run([bench_bin, "ingest", big_dir, "--json", "--store-parent", scratch], capture_output=True, text=True).stdout)
             ingest.append(report["seconds"])
             upload.append(curl_seconds([*auth, "-F", f"path=big-{idx}.bin", "-F", f"file=@{big}", f"{base}/files/upload"]))
             files = json.loads(urllib.request.urlopen(urllib.request.Request(f"{base}/files/", headers={"Authorization": f"Bearer {token}"})).read())
             file_id = [f["id"] for f in files["files"] if f["path"] == f"big-{idx}.bin"][0]
             download.append(curl_seconds([*auth, f"{base}/files/{file_id}/download"]))
-            plain_dl.append(curl_seconds([f"http://127.0.0.1:{plain_port}/big.bin"]))
+            plain_dl.append(curl_seconds([f"http://127.0.0.1:{plain_port}/{os.path.basename(big_dir)}/big.bin"]))
         size_mib = os.path.getsize(big) / 2**20
         rss_transfers = peak_rss_mib(server.pid)
+        # Each phase's raw figures go to stderr as it ends, so a late failure loses nothing.
+        print(f"transfers: ingest {ingest} upload {upload} download {download} plain {plain_dl} "
+              f"rss {rss_transfers:.0f} MiB", file=sys.stderr)
 
+        if args.transfers_only:
+            ratio_up = statistics.median([ingest[i] / upload[i] for i in range(args.runs)])
+            ratio_down = statistics.median([plain_dl[i] / download[i] for i in range(args.runs)])
+            print(f"upload {statistics.median(upload):.2f} s ({ratio_up:.2f}x of ingest "
+                  f"{statistics.median(ingest):.2f} s); download {statistics.median(download):.2f} s "
+                  f"({ratio_down:.2f}x of plain {statistics.median(plain_dl):.2f} s)")
+            return
         print("load", file=sys.stderr)
         env = dict(os.environ, CAIRN_TOKEN=token)
         load = json.loads(run([bench_bin, "http-load", "--server", base, "--clients", "200", "--seconds", str(args.load_seconds), "--json"],
                               capture_output=True, text=True, env=env).stdout)
         rss_load = peak_rss_mib(server.pid)
+        print(f"load: {json.dumps(load)} rss {rss_load:.0f} MiB", file=sys.stderr)
         print("fill", file=sys.stderr)
         fill_env = dict(env, CAIRN_PASSWORD="benchmark password")
         fill = json.loads(run([bench_bin, "http-fill", "--server", base, "--files", str(args.fill_files), "--json",
                                "--username", "bench"],
                               capture_output=True, text=True, env=fill_env).stdout)
         rss_fill = peak_rss_mib(server.pid)
+        print(f"fill: {json.dumps(fill)} rss {rss_fill:.0f} MiB", file=sys.stderr)
     finally:
         server.terminate()
         plain.terminate()

@@ -32,6 +32,7 @@ async fn start_server() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sen
         version_retention: None,
         quic_listen: Some("127.0.0.1:0".parse().expect("address")),
         tls: None,
+        services: Default::default(),
     };
     let server = Server::start(config).await.expect("server starts");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

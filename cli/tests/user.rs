@@ -45,6 +45,7 @@ impl TestServer {
             version_retention: None,
             quic_listen: quic.then(|| "127.0.0.1:0".parse().expect("address")),
             tls: None,
+            services: Default::default(),
         };
         let server = Server::start(config).await.expect("server starts");
         let (stop, stopped) = oneshot::channel::<()>();

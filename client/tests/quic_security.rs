@@ -39,6 +39,7 @@ async fn start_server() -> TestServer {
         version_retention: None,
         quic_listen: Some("127.0.0.1:0".parse().expect("addr")),
         tls: None,
+        services: Default::default(),
     };
     let server = Server::start(config).await.expect("server starts");
     let quic = server.quic_addr().expect("QUIC runs");

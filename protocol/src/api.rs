@@ -232,6 +232,9 @@ pub struct Health {
     /// `ok` when the QUIC sync endpoint listens, `disabled` when it was turned off.
     #[serde(default)]
     pub quic: String,
+    /// `ok` or what is wrong with the link to Redis; absent when the server runs without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 /// `GET /sync/info`: where the QUIC sync endpoint listens and the certificate to pin.

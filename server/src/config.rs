@@ -27,4 +27,18 @@ pub struct ServerConfig {
     /// Certificate chain and key (PEM files) for QUIC; `None` uses a self-signed pair generated
     /// into the data dir.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Services shared with other instances; all `None` is the embedded single-instance setup.
+    pub services: Services,
+}
+
+/// The external services a deployment shares between server instances.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// Redis: event fan-out between instances and shared rate-limit counters.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel (so deployments can share a Redis); `None` is
+    /// `cairn`.
+    pub redis_namespace: Option<String>,
+    /// RabbitMQ: background jobs.
+    pub rabbitmq_url: Option<String>,
 }

@@ -1,5 +1,5 @@
-//! Real-time events between commits and connected clients, behind [`EventBus`] so instances can
-//! fan out through Redis later; [`LocalBus`] is the in-process default.
+//! Real-time events between commits and connected clients, behind [`EventBus`]: [`LocalBus`] is
+//! the in-process default; `crate::redis_shared::RedisBus` fans out between instances.
 //!
 //! Events are addressed to a user. The bus is lossy by design: a subscriber that falls behind
 //! by more than [`crate::limits::BUS_CAPACITY`] events misses some and is told so (it should
@@ -25,6 +25,11 @@ pub trait EventBus: Send + Sync + 'static {
     fn publish(&self, event: UserEvent);
     /// A new subscription to all events; callers filter by user.
     fn subscribe(&self) -> broadcast::Receiver<UserEvent>;
+    /// The link to other instances for `/health`: `None` when there is none, else `ok` or
+    /// what is wrong.
+    fn health(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The in-process bus: one bounded broadcast channel.

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod limits;
 pub mod quic;
 pub mod ratelimit;
+pub mod redis_shared;
 pub mod verify;
 
 use std::future::Future;
@@ -32,8 +33,8 @@ use crate::api::{AppState, Inner};
 use crate::auth::TokenKeys;
 use crate::config::ServerConfig;
 use crate::db::Db;
-use crate::events::LocalBus;
-use crate::ratelimit::LocalRateLimiter;
+use crate::events::{EventBus, LocalBus};
+use crate::ratelimit::{LocalRateLimiter, RateLimiter};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,9 @@ pub enum ServerError {
     /// The QUIC endpoint's certificate or socket.
     #[error("QUIC: {0}")]
     Tls(String),
+    /// A shared service (Redis, RabbitMQ) named in the configuration.
+    #[error("{0}")]
+    Service(String),
 }
 
 /// A running server's parts, before it serves.
@@ -91,13 +95,14 @@ impl Server {
             }
             None => (None, None),
         };
+        let (limiter, bus) = shared_services(&config).await?;
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let state = AppState::new(Inner {
             db,
             store: Arc::new(store),
             keys: TokenKeys::new(&config.jwt_secret),
-            limiter: Arc::new(LocalRateLimiter::default()),
-            bus: Arc::new(LocalBus::default()),
+            limiter,
+            bus,
             empty_root,
             cpu: Semaphore::new(cores),
             folder_locks: commit::FolderLocks::default(),
@@ -187,6 +192,37 @@ impl Server {
         };
         Ok(tokio::task::spawn_blocking(move || fsck(store.as_ref(), &roots, &options)).await??)
     }
+}
+
+/// The rate limiter and event bus: shared through Redis when it is configured, else in-process.
+async fn shared_services(
+    config: &ServerConfig,
+) -> Result<(Arc<dyn RateLimiter>, Arc<dyn EventBus>), ServerError> {
+    let Some(url) = &config.services.redis_url else {
+        return Ok((
+            Arc::new(LocalRateLimiter::default()),
+            Arc::new(LocalBus::default()),
+        ));
+    };
+    let (client, manager) = redis_shared::connect(url)
+        .await
+        .map_err(ServerError::Service)?;
+    let namespace = config
+        .services
+        .redis_namespace
+        .as_deref()
+        .unwrap_or("cairn");
+    let bus = redis_shared::RedisBus::start(client, manager.clone(), namespace);
+    if !bus.ready(limits::REDIS_CONNECT_TIMEOUT).await {
+        return Err(ServerError::Service(format!(
+            "cannot subscribe to Redis at {url} within {:?}",
+            limits::REDIS_CONNECT_TIMEOUT
+        )));
+    }
+    Ok((
+        Arc::new(redis_shared::RedisRateLimiter::new(manager, namespace)),
+        Arc::new(bus),
+    ))
 }
 
 /// Opens the block store and makes sure the empty directory node (every new folder's root)

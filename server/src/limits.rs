@@ -80,3 +80,13 @@ pub const GC_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// Default version retention: 30 days, as Dropbox Basic keeps versions.
 pub const VERSION_RETENTION_DEFAULT_DAYS: u64 = 30;
+
+/// Events waiting to be published to Redis at most: an outage that outlasts this many events
+/// drops the newer ones for other instances (their clients resync from `/sync/changes`).
+pub const REDIS_OUTBOX_LEN_MAX: usize = 4096;
+
+/// Longest wait between attempts to reach Redis again.
+pub const REDIS_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long start-up waits for Redis to answer and the event subscription to be live.
+pub const REDIS_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use cairn_server::Server;
-use cairn_server::config::ServerConfig;
+use cairn_server::config::{ServerConfig, Services};
 use cairn_server::limits::{
     QUOTA_DEFAULT, SHUTDOWN_GRACE, UPLOAD_SIZE_MAX_DEFAULT, VERSION_RETENTION_DEFAULT_DAYS,
 };
@@ -46,9 +46,13 @@ struct Args {
     /// Block store directory [default: DATA_DIR/blocks].
     #[arg(long, env = "STORAGE_PATH")]
     storage_path: Option<PathBuf>,
-    /// Redis URL for shared sessions, limits and events (accepted; used from the scale-out issue on).
+    /// Redis URL (redis://HOST:PORT): events fan out between instances and login limits are
+    /// shared [default: in-process, one instance].
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// Prefix of Cairn's Redis keys and channels, so deployments can share one Redis.
+    #[arg(long, env = "CAIRN_REDIS_NAMESPACE", default_value = "cairn")]
+    redis_namespace: String,
     /// RabbitMQ URL for background jobs (accepted; used from the scale-out issue on).
     #[arg(long, env = "RABBITMQ_URL")]
     rabbitmq_url: Option<String>,
@@ -191,7 +195,6 @@ fn config(args: &Args) -> Result<ServerConfig> {
         Some(secret) => secret.as_bytes().to_vec(),
         None => load_or_create_secret(&data_dir.join("jwt-secret"))?,
     };
-    let _ = (&args.redis_url, &args.rabbitmq_url);
     let quic_listen = match args.quic_listen.as_deref() {
         Some("off") => None,
         Some(addr) => Some(addr.parse().with_context(|| {
@@ -215,6 +218,11 @@ fn config(args: &Args) -> Result<ServerConfig> {
         }),
         quic_listen,
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
+        services: Services {
+            redis_url: args.redis_url.clone().filter(|url| !url.is_empty()),
+            redis_namespace: Some(args.redis_namespace.clone()),
+            rabbitmq_url: args.rabbitmq_url.clone().filter(|url| !url.is_empty()),
+        },
     })
 }
 

@@ -1,5 +1,6 @@
-//! Rate limits on login and refresh, behind [`RateLimiter`] so instances can share counters
-//! (Redis, later); the in-process [`LocalRateLimiter`] is the embedded default.
+//! Rate limits on login and refresh, behind [`RateLimiter`]: the in-process
+//! [`LocalRateLimiter`] is the embedded default; `crate::redis_shared::RedisRateLimiter` shares
+//! counters between instances.
 //!
 //! The rule is a fixed window per key: at most `limit` hits per `window`. The decision
 //! ([`Window::hit`]) is pure; the limiter only keeps windows in a bounded map.
@@ -7,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use crate::limits::RATE_LIMIT_KEYS_MAX;
 
@@ -49,7 +52,13 @@ impl Window {
 /// Counts hits per key and refuses those over the limit.
 pub trait RateLimiter: Send + Sync + 'static {
     /// Counts a hit for `key`; `Err(retry_after)` when it is over `limit` per `window`.
-    fn check(&self, key: &str, limit: u32, window: Duration, now_ms: i64) -> Result<(), Duration>;
+    fn check<'a>(
+        &'a self,
+        key: &'a str,
+        limit: u32,
+        window: Duration,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<(), Duration>>;
 }
 
 /// The in-process limiter: windows in a map, bounded by [`RATE_LIMIT_KEYS_MAX`].
@@ -59,7 +68,19 @@ pub struct LocalRateLimiter {
 }
 
 impl RateLimiter for LocalRateLimiter {
-    fn check(&self, key: &str, limit: u32, window: Duration, now_ms: i64) -> Result<(), Duration> {
+    fn check<'a>(
+        &'a self,
+        key: &'a str,
+        limit: u32,
+        window: Duration,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<(), Duration>> {
+        Box::pin(std::future::ready(self.count(key, limit, window, now_ms)))
+    }
+}
+
+impl LocalRateLimiter {
+    fn count(&self, key: &str, limit: u32, window: Duration, now_ms: i64) -> Result<(), Duration> {
         let mut windows = self
             .windows
             .lock()
@@ -93,19 +114,19 @@ mod tests {
     fn refuses_over_the_limit_until_the_window_ends() {
         let limiter = LocalRateLimiter::default();
         for _ in 0..5 {
-            assert_eq!(limiter.check("user:ann", 5, MINUTE, 1_000), Ok(()));
+            assert_eq!(limiter.count("user:ann", 5, MINUTE, 1_000), Ok(()));
         }
         assert_eq!(
-            limiter.check("user:ann", 5, MINUTE, 31_000),
+            limiter.count("user:ann", 5, MINUTE, 31_000),
             Err(Duration::from_secs(30))
         );
         assert_eq!(
-            limiter.check("user:bob", 5, MINUTE, 31_000),
+            limiter.count("user:bob", 5, MINUTE, 31_000),
             Ok(()),
             "keys are independent"
         );
         assert_eq!(
-            limiter.check("user:ann", 5, MINUTE, 61_000),
+            limiter.count("user:ann", 5, MINUTE, 61_000),
             Ok(()),
             "a new window"
         );

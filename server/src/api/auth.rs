@@ -40,6 +40,7 @@ pub async fn register(
             MINUTE,
             now,
         )
+        .await
         .map_err(ApiError::RateLimited)?;
     check_username(&request.username)?;
     check_email(&request.email)?;
@@ -100,6 +101,7 @@ pub async fn login(
             MINUTE,
             now,
         )
+        .await
         .map_err(ApiError::RateLimited)?;
     state
         .limiter
@@ -109,6 +111,7 @@ pub async fn login(
             MINUTE,
             now,
         )
+        .await
         .map_err(ApiError::RateLimited)?;
     let user = db::user_by_name(&state.db, &request.username).await?;
     let phc = user.as_ref().map_or_else(
@@ -150,6 +153,7 @@ pub async fn refresh(
             MINUTE,
             now,
         )
+        .await
         .map_err(ApiError::RateLimited)?;
     let refused =
         || ApiError::Unauthorized("invalid or expired refresh token; log in again".to_owned());

@@ -194,7 +194,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
         Ok(Err(err)) => format!("error: {err}"),
         Err(err) => format!("error: {err}"),
     };
-    let healthy = database == "ok" && store == "ok";
+    let redis = state.bus.health();
+    let healthy = database == "ok" && store == "ok" && redis.as_deref().is_none_or(|r| r == "ok");
     let body = Health {
         status: if healthy { "ok" } else { "degraded" }.to_owned(),
         database,
@@ -206,6 +207,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "disabled"
         }
         .to_owned(),
+        redis,
     };
     let status = if healthy {
         StatusCode::OK

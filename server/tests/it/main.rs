@@ -8,6 +8,7 @@ mod auth;
 mod files;
 mod folders;
 mod jobs;
+mod scaleout;
 mod security;
 mod support;
 mod ws;

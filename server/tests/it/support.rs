@@ -54,7 +54,7 @@ async fn fresh_postgres_database() -> String {
     format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
 
-fn rand_suffix() -> String {
+pub(crate) fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -84,12 +84,31 @@ impl TestServer {
         engine: Engine,
         adjust: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
+        let database_url = match engine {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some(fresh_postgres_database().await),
+        };
+        Self::start_on(database_url, adjust).await
+    }
+
+    /// A second instance of `other`'s deployment: the same database; blocks in its own local
+    /// store unless `adjust` sets shared storage.
+    pub(crate) async fn start_sharing(
+        other: &TestServer,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        Self::start_on(Some(other.database_url.clone()), adjust).await
+    }
+
+    async fn start_on(
+        database_url: Option<String>,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().to_path_buf();
-        let database_url = match engine {
-            Engine::Sqlite => format!("sqlite://{}?mode=rwc", data_dir.join("cairn.db").display()),
-            Engine::Postgres => fresh_postgres_database().await,
-        };
+        let database_url = database_url.unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", data_dir.join("cairn.db").display())
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -105,6 +124,7 @@ impl TestServer {
             version_retention: None,
             quic_listen: Some("127.0.0.1:0".parse().expect("address")),
             tls: None,
+            services: Default::default(),
         };
         adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");
