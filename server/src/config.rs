@@ -41,4 +41,9 @@ pub struct Services {
     pub redis_namespace: Option<String>,
     /// RabbitMQ: background jobs.
     pub rabbitmq_url: Option<String>,
+    /// S3-compatible block storage shared by instances (`http://host:port/bucket[/prefix]` or
+    /// `s3://bucket[/prefix]`); `None` keeps blocks in the local `storage_path`.
+    pub s3_url: Option<String>,
+    /// S3 access key id and secret; `None` reads the standard `AWS_*` variables.
+    pub s3_credentials: Option<(String, String)>,
 }

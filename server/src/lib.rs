@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod blocks;
 pub mod commit;
 pub mod config;
 pub mod db;
@@ -16,6 +17,7 @@ pub mod limits;
 pub mod quic;
 pub mod ratelimit;
 pub mod redis_shared;
+pub mod s3;
 pub mod verify;
 
 use std::future::Future;
@@ -31,6 +33,7 @@ use tokio::sync::Semaphore;
 
 use crate::api::{AppState, Inner};
 use crate::auth::TokenKeys;
+use crate::blocks::Blocks;
 use crate::config::ServerConfig;
 use crate::db::Db;
 use crate::events::{EventBus, LocalBus};
@@ -74,8 +77,13 @@ impl Server {
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
         let storage = config.storage_path.clone();
+        let s3 = config
+            .services
+            .s3_url
+            .clone()
+            .map(|url| (url, config.services.s3_credentials.clone()));
         let (store, empty_root) =
-            tokio::task::spawn_blocking(move || open_store(storage)).await??;
+            tokio::task::spawn_blocking(move || open_store(storage, s3)).await??;
         let (quic, quic_info) = match config.quic_listen {
             Some(addr) => {
                 let tls = config
@@ -225,10 +233,19 @@ async fn shared_services(
     ))
 }
 
-/// Opens the block store and makes sure the empty directory node (every new folder's root)
-/// is in it.
-fn open_store(path: std::path::PathBuf) -> Result<(FsBlockStore, NodeId), cairn_store::Error> {
-    let store = FsBlockStore::open(path, FsStoreOptions::DEFAULT)?;
+/// Opens the block store (S3 when a URL is given, else the local directory) and makes sure
+/// the empty directory node (every new folder's root) is in it.
+fn open_store(
+    path: std::path::PathBuf,
+    s3: Option<(String, Option<(String, String)>)>,
+) -> Result<(Blocks, NodeId), ServerError> {
+    let store = match s3 {
+        Some((url, credentials)) => Blocks::S3(
+            s3::S3BlockStore::open(&url, credentials, limits::GC_GRACE / 2)
+                .map_err(ServerError::Service)?,
+        ),
+        None => Blocks::Local(FsBlockStore::open(path, FsStoreOptions::DEFAULT)?),
+    };
     let empty = chunk_dir(Vec::new())?;
     store_dir(&store, &empty)?;
     store.sync()?;

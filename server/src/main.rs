@@ -50,6 +50,11 @@ struct Args {
     /// shared [default: in-process, one instance].
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// S3-compatible block storage shared by instances: http://HOST:PORT/BUCKET[/PREFIX] or
+    /// s3://BUCKET[/PREFIX] (endpoint from AWS_ENDPOINT_URL); credentials from AWS_ACCESS_KEY_ID
+    /// and AWS_SECRET_ACCESS_KEY [default: the local STORAGE_PATH].
+    #[arg(long, env = "CAIRN_S3_URL")]
+    s3_url: Option<String>,
     /// Prefix of Cairn's Redis keys and channels, so deployments can share one Redis.
     #[arg(long, env = "CAIRN_REDIS_NAMESPACE", default_value = "cairn")]
     redis_namespace: String,
@@ -222,6 +227,8 @@ fn config(args: &Args) -> Result<ServerConfig> {
             redis_url: args.redis_url.clone().filter(|url| !url.is_empty()),
             redis_namespace: Some(args.redis_namespace.clone()),
             rabbitmq_url: args.rabbitmq_url.clone().filter(|url| !url.is_empty()),
+            s3_url: args.s3_url.clone().filter(|url| !url.is_empty()),
+            s3_credentials: None,
         },
     })
 }

@@ -17,7 +17,6 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts
 use axum::http::request::Parts;
 use axum::routing::{delete, get, post};
 use cairn_store::NodeId;
-use cairn_store::fs::FsBlockStore;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -40,7 +39,7 @@ pub struct Inner {
     /// Metadata.
     pub db: Db,
     /// Blocks and tree nodes.
-    pub store: Arc<FsBlockStore>,
+    pub store: Arc<crate::blocks::Blocks>,
     /// Access token keys.
     pub keys: TokenKeys,
     /// Login and refresh limits.

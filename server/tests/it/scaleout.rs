@@ -319,3 +319,137 @@ async fn events_flow_again_after_a_redis_restart() {
     assert!(event.is_some());
     drop(redis);
 }
+
+/// A private `s3s-fs` (S3-compatible server over a directory) on a free port, killed on drop.
+struct PrivateS3 {
+    url: String,
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+const S3_KEY: (&str, &str) = ("cairn-test-key", "cairn-test-secret-0123456789");
+
+impl PrivateS3 {
+    async fn start() -> Option<PrivateS3> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("cairn-blocks")).expect("bucket directory");
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            probe.local_addr().expect("addr").port()
+        };
+        let child = std::process::Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_KEY.0, "--secret-key", S3_KEY.1])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(err) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "CI=true but s3s-fs cannot be started ({err}); .ci/run installs it"
+                );
+                #[allow(clippy::print_stderr, reason = "a skipped test says why")]
+                {
+                    eprintln!("skipping: s3s-fs is not installed ({err})");
+                }
+                return None;
+            }
+        };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(PrivateS3 {
+                    url: format!("http://127.0.0.1:{port}/cairn-blocks/deployment-1"),
+                    dir,
+                    child,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("s3s-fs did not come up on port {port}");
+    }
+}
+
+impl Drop for PrivateS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_blocks_in_s3() {
+    if !(postgres_available().await && redis_available().await) {
+        return;
+    }
+    let Some(s3) = PrivateS3::start().await else {
+        return;
+    };
+    let namespace = format!("cairn-it-{}", rand_suffix());
+    let services = |config: &mut cairn_server::config::ServerConfig| {
+        config.services.redis_url = Some(REDIS_URL.to_owned());
+        config.services.redis_namespace = Some(namespace.clone());
+        config.services.s3_url = Some(s3.url.clone());
+        config.services.s3_credentials = Some((S3_KEY.0.to_owned(), S3_KEY.1.to_owned()));
+    };
+    let a = TestServer::start_with(Engine::Postgres, services).await;
+    let b = TestServer::start_sharing(&a, services).await;
+    let (token, _) = a.user("ann").await;
+
+    // Several blocks' worth, uploaded through A, downloaded byte-exact through B.
+    let data = bytes(3_000_000, 11);
+    let uploaded = a.upload(&token, "video/clip.mp4", data.clone()).await;
+    assert_eq!(uploaded.status(), StatusCode::CREATED);
+    let file: Value = uploaded.json().await.expect("json");
+    let id = file["id"].as_i64().expect("id");
+    let downloaded = b.get(&token, &format!("/files/{id}/download")).await;
+    assert_eq!(downloaded.status(), StatusCode::OK);
+    assert_eq!(downloaded.bytes().await.expect("body").to_vec(), data);
+
+    // The objects are in the bucket under the URL's prefix, one per block.
+    let blocks_dir = s3.dir.path().join("cairn-blocks/deployment-1/blocks");
+    let objects: Vec<std::path::PathBuf> = std::fs::read_dir(&blocks_dir)
+        .expect("blocks in the bucket")
+        .flatten()
+        .flat_map(|shard| std::fs::read_dir(shard.path()).expect("shard").flatten())
+        .map(|object| object.path())
+        .collect();
+    assert!(objects.len() >= 4, "{} objects", objects.len());
+
+    // A damaged object is an error on read, never data.
+    let store = cairn_server::s3::S3BlockStore::open(
+        &s3.url,
+        Some((S3_KEY.0.to_owned(), S3_KEY.1.to_owned())),
+        Duration::from_secs(3600),
+    )
+    .expect("open the bucket");
+    let victim = objects
+        .iter()
+        .find(|path| std::fs::metadata(path).is_ok_and(|m| m.len() > 1000))
+        .expect("a data block")
+        .clone();
+    let id: cairn_store::BlockId = victim
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .expect("object named by its block id");
+    std::fs::write(&victim, b"not the block any more").expect("damage the object");
+    let read = tokio::task::spawn_blocking(move || {
+        use cairn_store::BlockStore as _;
+        let listed = store.list().expect("list");
+        (listed.contains(&id), store.get(&id))
+    })
+    .await
+    .expect("join");
+    assert!(read.0, "list names the block");
+    assert!(
+        matches!(read.1, Err(cairn_store::Error::BlockCorrupt { .. })),
+        "{:?}",
+        read.1.map(|d| d.len())
+    );
+}

@@ -1,0 +1,76 @@
+//! The server's block store: the local filesystem (the embedded default) or S3-compatible object
+//! storage shared by every instance of a deployment ([`crate::s3`]).
+
+use std::time::SystemTime;
+
+use cairn_store::fs::FsBlockStore;
+use cairn_store::{BlockId, BlockStore, Put, Result};
+
+use crate::s3::S3BlockStore;
+
+/// Where this server keeps blocks.
+#[derive(Debug)]
+pub enum Blocks {
+    /// A local directory (`STORAGE_PATH`), used by this process alone.
+    Local(FsBlockStore),
+    /// A bucket (`CAIRN_S3_URL`), shared by all instances.
+    S3(S3BlockStore),
+}
+
+impl Blocks {
+    /// When a block was written or last refreshed by a deduplicating put; `None` if absent.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn modified(&self, id: &BlockId) -> Result<Option<SystemTime>> {
+        match self {
+            Blocks::Local(store) => store.modified(id),
+            Blocks::S3(store) => store.modified(id),
+        }
+    }
+
+    fn inner(&self) -> &dyn BlockStore {
+        match self {
+            Blocks::Local(store) => store,
+            Blocks::S3(store) => store,
+        }
+    }
+}
+
+impl BlockStore for Blocks {
+    fn has(&self, id: &BlockId) -> Result<bool> {
+        self.inner().has(id)
+    }
+
+    fn has_many(&self, ids: &[BlockId]) -> Result<Vec<bool>> {
+        self.inner().has_many(ids)
+    }
+
+    fn put(&self, data: &[u8]) -> Result<Put> {
+        self.inner().put(data)
+    }
+
+    fn put_many(&self, blocks: &[&[u8]]) -> Result<Vec<Put>> {
+        self.inner().put_many(blocks)
+    }
+
+    fn put_claimed(&self, claimed: &BlockId, data: &[u8]) -> Result<Put> {
+        self.inner().put_claimed(claimed, data)
+    }
+
+    fn get(&self, id: &BlockId) -> Result<Vec<u8>> {
+        self.inner().get(id)
+    }
+
+    fn delete(&self, id: &BlockId) -> Result<bool> {
+        self.inner().delete(id)
+    }
+
+    fn list(&self) -> Result<Vec<BlockId>> {
+        self.inner().list()
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.inner().sync()
+    }
+}

@@ -1,0 +1,275 @@
+//! Blocks in S3-compatible object storage (`CAIRN_S3_URL`), shared by every server instance.
+//!
+//! One object per block at `blocks/ABC/ABC…(64 hex)`, holding the block's bytes as they are
+//! (no compression: most data reaching a deployment is already compressed or will be encrypted).
+//! Every read is re-hashed, so a damaged or substituted object is an error, never data. S3 puts
+//! are durable when answered, so [`BlockStore::sync`] has nothing to do.
+//!
+//! Garbage collection deletes unreferenced blocks older than a grace period, judged by the
+//! object's last-modified time. A put of a block that already exists rewrites it when its
+//! last-modified time is older than `refresh_after` (half the grace), so a block an upload has
+//! just deduplicated against can never look old enough to collect before the upload commits.
+//!
+//! The [`BlockStore`] trait is synchronous (the store crate has no runtime) and the server calls
+//! it from blocking threads; this store runs its requests on its own small runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cairn_store::{BlockId, BlockStore, Error, Put, Result};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+
+/// Requests in flight at once for batch operations.
+const S3_CONCURRENCY: usize = 32;
+
+/// A bucket (with an optional key prefix) as a block store.
+pub struct S3BlockStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    refresh_after: Duration,
+    /// Always `Some` until dropped (a runtime must be shut down, not dropped, on async threads).
+    runtime: Option<tokio::runtime::Runtime>,
+    description: String,
+}
+
+impl Drop for S3BlockStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for S3BlockStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+impl S3BlockStore {
+    /// Opens `url`: `http(s)://HOST:PORT/BUCKET[/PREFIX]` (path-style, any S3-compatible
+    /// server) or `s3://BUCKET[/PREFIX]` (the endpoint from `AWS_ENDPOINT_URL`, else AWS).
+    /// Credentials (unless given) and region come from the standard `AWS_*` variables.
+    ///
+    /// # Errors
+    /// A one-line reason for a malformed URL or a client that cannot be built.
+    pub fn open(
+        url: &str,
+        credentials: Option<(String, String)>,
+        refresh_after: Duration,
+    ) -> std::result::Result<Self, String> {
+        let (endpoint, rest) = if let Some(rest) = url.strip_prefix("s3://") {
+            (None, rest)
+        } else if let Some(scheme_end) = url.find("://") {
+            let after = &url[scheme_end + 3..];
+            let slash = after
+                .find('/')
+                .ok_or_else(|| format!("CAIRN_S3_URL '{url}' names no bucket (…/BUCKET)"))?;
+            (
+                Some(format!("{}{}", &url[..scheme_end + 3], &after[..slash])),
+                &after[slash + 1..],
+            )
+        } else {
+            return Err(format!(
+                "CAIRN_S3_URL '{url}' is not like http://host:port/bucket or s3://bucket"
+            ));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("CAIRN_S3_URL '{url}' names no bucket"));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some((key_id, secret)) = credentials {
+            builder = builder
+                .with_access_key_id(key_id)
+                .with_secret_access_key(secret);
+        }
+        if std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
+            builder = builder.with_region("us-east-1");
+        }
+        if let Some(endpoint) = &endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| format!("CAIRN_S3_URL '{url}': {e}"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the S3 client runtime: {e}"))?;
+        let prefix = prefix.trim_matches('/');
+        Ok(S3BlockStore {
+            store: Arc::new(store),
+            prefix: if prefix.is_empty() {
+                "blocks".to_owned()
+            } else {
+                format!("{prefix}/blocks")
+            },
+            refresh_after,
+            runtime: Some(runtime),
+            description: format!("S3 block store {url}"),
+        })
+    }
+
+    fn block_on<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until drop")
+            .block_on(work)
+    }
+
+    fn path(&self, id: &BlockId) -> ObjectPath {
+        let hex = id.to_string();
+        ObjectPath::from(format!("{}/{}/{hex}", self.prefix, &hex[..3]))
+    }
+
+    fn error(&self, op: &'static str, id: Option<&BlockId>, err: object_store::Error) -> Error {
+        let what = id.map_or_else(|| self.prefix.clone(), |id| self.path(id).to_string());
+        Error::Io {
+            op,
+            path: PathBuf::from(what),
+            source: std::io::Error::other(err.to_string()),
+        }
+    }
+
+    /// The block's last-modified time, `None` when it is absent.
+    async fn head(&self, id: &BlockId) -> Result<Option<SystemTime>> {
+        match self.store.head(&self.path(id)).await {
+            Ok(meta) => Ok(Some(SystemTime::from(meta.last_modified))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(self.error("checking", Some(id), err)),
+        }
+    }
+
+    async fn put_one(&self, data: &[u8]) -> Result<Put> {
+        let id = BlockId::of(data);
+        let size = data.len() as u64;
+        let existing = self.head(&id).await?;
+        let fresh = existing.is_some_and(|modified| {
+            SystemTime::now()
+                .duration_since(modified)
+                .is_ok_and(|age| age < self.refresh_after)
+        });
+        if fresh {
+            return Ok(Put {
+                id,
+                size,
+                new: false,
+                stored_size: 0,
+            });
+        }
+        self.store
+            .put(&self.path(&id), PutPayload::from(data.to_vec()))
+            .await
+            .map_err(|e| self.error("writing", Some(&id), e))?;
+        let new = existing.is_none();
+        Ok(Put {
+            id,
+            size,
+            new,
+            stored_size: if new { size } else { 0 },
+        })
+    }
+
+    /// The block's last-modified time (for the garbage collector's grace period).
+    ///
+    /// # Errors
+    /// S3 errors.
+    pub fn modified(&self, id: &BlockId) -> Result<Option<SystemTime>> {
+        self.block_on(self.head(id))
+    }
+}
+
+impl BlockStore for S3BlockStore {
+    fn has(&self, id: &BlockId) -> Result<bool> {
+        Ok(self.block_on(self.head(id))?.is_some())
+    }
+
+    fn has_many(&self, ids: &[BlockId]) -> Result<Vec<bool>> {
+        self.block_on(
+            futures_util::stream::iter(ids)
+                .map(|id| async move { Ok::<_, Error>(self.head(id).await?.is_some()) })
+                .buffered(S3_CONCURRENCY)
+                .try_collect(),
+        )
+    }
+
+    fn put_many(&self, blocks: &[&[u8]]) -> Result<Vec<Put>> {
+        let max = u64::from(cairn_store::limits::BLOCK_SIZE_MAX);
+        if let Some(block) = blocks.iter().find(|b| b.len() as u64 > max) {
+            return Err(Error::BlockTooLarge {
+                actual: block.len() as u64,
+                max,
+            });
+        }
+        self.block_on(
+            futures_util::stream::iter(blocks)
+                .map(|data| self.put_one(data))
+                .buffered(S3_CONCURRENCY)
+                .try_collect(),
+        )
+    }
+
+    fn get(&self, id: &BlockId) -> Result<Vec<u8>> {
+        let data = self.block_on(async {
+            match self.store.get(&self.path(id)).await {
+                Ok(found) => found
+                    .bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .map_err(|e| self.error("reading", Some(id), e)),
+                Err(object_store::Error::NotFound { .. }) => Err(Error::BlockMissing(*id)),
+                Err(err) => Err(self.error("reading", Some(id), err)),
+            }
+        })?;
+        let actual = BlockId::of(&data);
+        if actual != *id {
+            return Err(Error::BlockCorrupt { id: *id, actual });
+        }
+        Ok(data)
+    }
+
+    fn delete(&self, id: &BlockId) -> Result<bool> {
+        self.block_on(async {
+            if self.head(id).await?.is_none() {
+                return Ok(false);
+            }
+            self.store
+                .delete(&self.path(id))
+                .await
+                .map_err(|e| self.error("deleting", Some(id), e))?;
+            Ok(true)
+        })
+    }
+
+    fn list(&self) -> Result<Vec<BlockId>> {
+        let prefix = ObjectPath::from(self.prefix.as_str());
+        self.block_on(async {
+            let metas: Vec<object_store::ObjectMeta> = self
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(|e| self.error("listing", None, e))?;
+            Ok(metas
+                .iter()
+                .filter_map(|m| m.location.filename().and_then(|name| name.parse().ok()))
+                .collect())
+        })
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+}
