@@ -99,15 +99,7 @@ async fn instances_share_users_tokens_events_and_limits() {
     }
     let (a, b) = two_instances(REDIS_URL).await;
     for server in [&a, &b] {
-        let health: Value = server
-            .client
-            .get(server.url("/health"))
-            .send()
-            .await
-            .expect("health")
-            .json()
-            .await
-            .expect("json");
+        let health = health(server).await;
         assert_eq!(
             (health["status"].as_str(), health["redis"].as_str()),
             (Some("ok"), Some("ok")),
@@ -257,8 +249,8 @@ impl Drop for PrivateRedis {
     }
 }
 
-async fn redis_health(server: &TestServer) -> String {
-    let health: Value = server
+async fn health(server: &TestServer) -> Value {
+    server
         .client
         .get(server.url("/health"))
         .send()
@@ -266,8 +258,14 @@ async fn redis_health(server: &TestServer) -> String {
         .expect("health")
         .json()
         .await
-        .expect("json");
-    health["redis"].as_str().unwrap_or_default().to_owned()
+        .expect("json")
+}
+
+async fn redis_health(server: &TestServer) -> String {
+    health(server).await["redis"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 async fn wait_redis_health(server: &TestServer, ok: bool) {
