@@ -11,9 +11,12 @@ use serde_json::json;
 /// Arguments of `cairn-bench http-load`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LoadArgs {
-    /// Base URL of the server.
+    /// Base URL of the server; several, comma-separated, spread the clients over instances.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     server: String,
+    /// Only uploads, no heartbeats.
+    #[arg(long)]
+    uploads_only: bool,
     /// Access token (Bearer).
     #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true)]
     token: String,
@@ -55,7 +58,10 @@ pub(crate) struct FillArgs {
 #[derive(Debug, Serialize)]
 struct LoadReport {
     clients: u32,
+    instances: usize,
     seconds: f64,
+    uploads: u64,
+    uploads_per_second: f64,
     requests: u64,
     errors: u64,
     requests_per_second: f64,
@@ -90,12 +96,17 @@ pub(crate) fn load(args: &LoadArgs) -> Result<()> {
     crate::measure::emit(&report, args.json, || {
         vec![
             format!(
-                "{} clients for {:.0} s: {} requests ({:.0}/s), {} errors",
+                "{} clients on {} instance(s) for {:.0} s: {} requests ({:.0}/s), {} errors",
                 report.clients,
+                report.instances,
                 report.seconds,
                 report.requests,
                 report.requests_per_second,
                 report.errors
+            ),
+            format!(
+                "{} uploads ({:.0}/s)",
+                report.uploads, report.uploads_per_second
             ),
             format!(
                 "heartbeat p50 {:.1} ms, p99 {:.1} ms",
@@ -114,26 +125,34 @@ async fn run_load(args: &LoadArgs) -> Result<LoadReport> {
         .pool_max_idle_per_host(args.clients as usize)
         .build()?;
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let base = Arc::new(args.server.trim_end_matches('/').to_owned());
+    let bases: Vec<Arc<String>> = args
+        .server
+        .split(',')
+        .map(|s| Arc::new(s.trim().trim_end_matches('/').to_owned()))
+        .collect();
     let token = Arc::new(args.token.clone());
+    let uploads_only = args.uploads_only;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for client_idx in 0..args.clients {
-        let (client, base, token) = (client.clone(), Arc::clone(&base), Arc::clone(&token));
+        let base = Arc::clone(&bases[client_idx as usize % bases.len()]);
+        let (client, token) = (client.clone(), Arc::clone(&token));
         tasks.spawn(async move {
             let mut samples = Samples::default();
             let mut round = 0u32;
             while Instant::now() < deadline {
                 let at = Instant::now();
-                let beat = client
+                if !uploads_only {
+                    let beat = client
                     .post(format!("{base}/sync/heartbeat"))
                     .bearer_auth(token.as_str())
                     .json(&json!({"client_id": format!("load-{client_idx}"), "status": "syncing"}))
                     .send()
                     .await;
-                match beat {
-                    Ok(r) if r.status().is_success() => samples.heartbeat.push(at.elapsed()),
-                    _ => samples.errors += 1,
+                    match beat {
+                        Ok(r) if r.status().is_success() => samples.heartbeat.push(at.elapsed()),
+                        _ => samples.errors += 1,
+                    }
                 }
                 let at = Instant::now();
                 let body: Vec<u8> = (0..4096u32)
@@ -168,7 +187,10 @@ async fn run_load(args: &LoadArgs) -> Result<LoadReport> {
     let requests = (all.heartbeat.len() + all.upload.len()) as u64 + all.errors;
     Ok(LoadReport {
         clients: args.clients,
+        instances: bases.len(),
         seconds,
+        uploads: all.upload.len() as u64,
+        uploads_per_second: all.upload.len() as f64 / seconds,
         requests,
         errors: all.errors,
         requests_per_second: requests as f64 / seconds,
@@ -353,7 +375,7 @@ async fn run_fill(args: &FillArgs) -> Result<FillReport> {
     })
 }
 
-fn percentile_ms(samples: &mut [Duration], pct: usize) -> f64 {
+pub(crate) fn percentile_ms(samples: &mut [Duration], pct: usize) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }

@@ -7,10 +7,13 @@
 //! - `gen PATH`: writes a deterministic data set (mixed, one big file, or many small files).
 //! - `edit-cost`: new block bytes after a small insert into a large file.
 //! - `dir-change`: new tree-node bytes after changing one entry of a huge directory.
+//! - `http-load`, `http-fill`: load against running servers (one or several instances).
+//! - `event-latency`: an upload through one instance until its event reaches another's client.
 //!
 //! It does not compare against other tools itself: `benches/run.py` runs those in the same run.
 
 mod dataset;
+mod events;
 mod http;
 mod measure;
 
@@ -41,6 +44,8 @@ enum Command {
     HttpLoad(http::LoadArgs),
     /// Upload many small files to a running server, then page through `GET /files/`.
     HttpFill(http::FillArgs),
+    /// Time from an upload through one instance to its event on another instance's client.
+    EventLatency(events::LatencyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::DirChange(args) => measure::dir_change(&args),
         Command::HttpLoad(args) => http::load(&args),
         Command::HttpFill(args) => http::fill(&args),
+        Command::EventLatency(args) => events::latency(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -235,6 +235,9 @@ pub struct Health {
     /// `ok` or what is wrong with the link to Redis; absent when the server runs without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<String>,
+    /// `ok` or what is wrong with the link to RabbitMQ; absent when jobs run in-process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rabbitmq: Option<String>,
 }
 
 /// `GET /sync/info`: where the QUIC sync endpoint listens and the certificate to pin.

@@ -14,7 +14,7 @@ pub enum Blocks {
     /// A local directory (`STORAGE_PATH`), used by this process alone.
     Local(FsBlockStore),
     /// A bucket (`CAIRN_S3_URL`), shared by all instances.
-    S3(S3BlockStore),
+    S3(Box<S3BlockStore>),
 }
 
 impl Blocks {
@@ -32,7 +32,7 @@ impl Blocks {
     fn inner(&self) -> &dyn BlockStore {
         match self {
             Blocks::Local(store) => store,
-            Blocks::S3(store) => store,
+            Blocks::S3(store) => store.as_ref(),
         }
     }
 }

@@ -160,7 +160,12 @@ async fn commit_batch(state: &AppState, user_id: i64, folder_name: &str, batch: 
             let _ = pending.reply.send(Err(error()));
         }
     };
-    for _ in 0..COMMIT_ATTEMPTS_MAX {
+    for attempt in 0..COMMIT_ATTEMPTS_MAX {
+        if attempt > 0 {
+            // Another instance moved the head: back off a random few ms so two instances
+            // committing to one folder stop colliding.
+            tokio::time::sleep(stale_backoff(attempt)).await;
+        }
         let (folder, (used, quota)) = match read_head(state, user_id, folder_name).await {
             Ok(found) => found,
             Err(message) => return reply_all(batch, &|| ApiError::Internal(message.clone())),
@@ -240,6 +245,7 @@ async fn commit_batch(state: &AppState, user_id: i64, folder_name: &str, batch: 
         };
         match db::commit(&state.db, &record).await {
             Ok(CommitOutcome::Done { seq, files }) => {
+                state.metrics.commit(true);
                 publish(state, user_id, folder_name, seq, &new_root, &files);
                 let mut files = files.into_iter();
                 for (pending, outcome) in batch.into_iter().zip(applied.outcomes) {
@@ -255,7 +261,7 @@ async fn commit_batch(state: &AppState, user_id: i64, folder_name: &str, batch: 
                 return;
             }
             // Another instance moved the head or the use: start over from the new state.
-            Ok(CommitOutcome::Stale | CommitOutcome::OverQuota) => {}
+            Ok(CommitOutcome::Stale | CommitOutcome::OverQuota) => state.metrics.commit(false),
             Err(err) => {
                 let message = err.to_string();
                 return reply_all(batch, &|| ApiError::Internal(message.clone()));
@@ -268,6 +274,17 @@ async fn commit_batch(state: &AppState, user_id: i64, folder_name: &str, batch: 
             "the folder changed too often while committing; try again".to_owned(),
         )
     });
+}
+
+/// A random wait before commit attempt `attempt` (1-based retries): up to 2^attempt ms,
+/// at most 64 ms.
+fn stale_backoff(attempt: u32) -> std::time::Duration {
+    let cap = 1u64 << attempt.min(6);
+    // The clock's nanoseconds are random enough to spread two instances apart.
+    let noise = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    std::time::Duration::from_millis(noise % (cap + 1))
 }
 
 async fn read_head(
@@ -490,11 +507,13 @@ async fn commit_root_locked(
         .map_err(|e| internal(&e))?
     {
         CommitOutcome::Done { seq, files } => {
+            state.metrics.commit(true);
             publish(state, user_id, folder_name, seq, &new_root, &files);
             Ok(RootOutcome::Committed { seq })
         }
         CommitOutcome::OverQuota => Err(RootError::OverQuota),
         CommitOutcome::Stale => {
+            state.metrics.commit(false);
             let folder = db::folder(&state.db, user_id, folder_name)
                 .await
                 .map_err(|e| internal(&e))?

@@ -41,6 +41,10 @@ pub struct Services {
     pub redis_namespace: Option<String>,
     /// RabbitMQ: background jobs.
     pub rabbitmq_url: Option<String>,
+    /// Prefix of the RabbitMQ queue names; `None` is `cairn`.
+    pub rabbitmq_prefix: Option<String>,
+    /// Wait before a failed RabbitMQ job runs again; `None` is [`crate::limits::JOB_RETRY_DELAY`].
+    pub job_retry_delay: Option<std::time::Duration>,
     /// S3-compatible block storage shared by instances (`http://host:port/bucket[/prefix]` or
     /// `s3://bucket[/prefix]`); `None` keeps blocks in the local `storage_path`.
     pub s3_url: Option<String>,

@@ -949,3 +949,151 @@ pub async fn add_uploaded(db: &Db, folder_id: i64, ids: &[String], now: i64) -> 
     let mut conn = db.pool.acquire().await?;
     add_objects(&mut conn, folder_id, ids, false, now).await
 }
+
+/// Claims this round of the periodic job `kind`: true when it was due at `now` and this caller
+/// moved its next run to `next_at`; false when it is not due or another instance moved it
+/// first. The first call for a kind only schedules it at `next_at`.
+///
+/// # Errors
+/// SQL errors.
+pub async fn claim_job(db: &Db, kind: &str, now: i64, next_at: i64) -> DbResult<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO job_schedule (kind, next_at) VALUES ($1, $2) ON CONFLICT (kind) DO NOTHING",
+    )
+    .bind(kind)
+    .bind(next_at)
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(false);
+    }
+    let moved =
+        sqlx::query("UPDATE job_schedule SET next_at = $3 WHERE kind = $1 AND next_at <= $2")
+            .bind(kind)
+            .bind(now)
+            .bind(next_at)
+            .execute(&db.pool)
+            .await?
+            .rows_affected();
+    Ok(moved == 1)
+}
+
+/// When the periodic job `kind` is next due (ms since the epoch); `None` before its first claim.
+///
+/// # Errors
+/// SQL errors.
+pub async fn job_next_at(db: &Db, kind: &str) -> DbResult<Option<i64>> {
+    let row = sqlx::query("SELECT next_at FROM job_schedule WHERE kind = $1")
+        .bind(kind)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.map(|row| row.try_get("next_at")).transpose()?)
+}
+
+/// Makes the periodic job `kind` due at `at` again (its submission failed).
+///
+/// # Errors
+/// SQL errors.
+pub async fn reschedule_job(db: &Db, kind: &str, at: i64) -> DbResult<()> {
+    sqlx::query("UPDATE job_schedule SET next_at = $2 WHERE kind = $1")
+        .bind(kind)
+        .bind(at)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// A job's progress mark; 0 when it has none yet.
+///
+/// # Errors
+/// SQL errors.
+pub async fn job_mark(db: &Db, name: &str) -> DbResult<i64> {
+    let row = sqlx::query("SELECT value FROM job_marks WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get("value")?,
+        None => 0,
+    })
+}
+
+/// Moves a job's progress mark from `from` to `to`; false when it was not at `from` (another
+/// run moved it first).
+///
+/// # Errors
+/// SQL errors.
+pub async fn advance_job_mark(db: &Db, name: &str, from: i64, to: i64) -> DbResult<bool> {
+    let moved = if from == 0 {
+        sqlx::query(
+            "INSERT INTO job_marks (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = $2 WHERE job_marks.value = 0",
+        )
+        .bind(name)
+        .bind(to)
+        .execute(&db.pool)
+        .await?
+    } else {
+        sqlx::query("UPDATE job_marks SET value = $3 WHERE name = $1 AND value = $2")
+            .bind(name)
+            .bind(from)
+            .bind(to)
+            .execute(&db.pool)
+            .await?
+    };
+    Ok(moved.rows_affected() == 1)
+}
+
+/// One audit-log row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub user_id: Option<i64>,
+    pub actor: String,
+    pub ip: String,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+}
+
+/// Audit rows with an id above `after`, in id order, at most `limit`, cut at the first row
+/// written at or after `before_at`: a young row holds back the rows after it, so a row whose
+/// insert commits late (with a lower id) is never skipped.
+///
+/// # Errors
+/// SQL errors.
+pub async fn audit_after(
+    db: &Db,
+    after: i64,
+    before_at: i64,
+    limit: i64,
+) -> DbResult<Vec<AuditRow>> {
+    let rows = sqlx::query(
+        "SELECT id, at, user_id, actor, ip, action, target, result FROM audit_log \
+         WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map_while(|row| match row.try_get::<i64, _>("at") {
+            Ok(at) if at >= before_at => None,
+            _ => Some(row),
+        })
+        .map(|row| {
+            Ok(AuditRow {
+                id: row.try_get("id")?,
+                at: row.try_get("at")?,
+                user_id: row.try_get("user_id")?,
+                actor: row.try_get("actor")?,
+                ip: row.try_get("ip")?,
+                action: row.try_get("action")?,
+                target: row.try_get("target")?,
+                result: row.try_get("result")?,
+            })
+        })
+        .collect()
+}

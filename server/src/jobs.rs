@@ -1,8 +1,8 @@
-//! Background jobs: garbage collection of unreferenced blocks and version pruning, behind
-//! [`JobQueue`] so a deployment can run them from RabbitMQ (later); [`LocalQueue`] is the
-//! in-process default, one worker draining a bounded channel.
+//! Background jobs: garbage collection of unreferenced blocks, version pruning and audit-log
+//! export, submitted to [`Jobs`]: the in-process queue (the embedded default) or RabbitMQ
+//! ([`crate::rabbit`]) when `RABBITMQ_URL` is set.
 //!
-//! Both jobs are idempotent: running one twice, or after a crash halfway, is harmless.
+//! Every job is idempotent: running one twice, or again after a crash halfway, is harmless.
 //!
 //! - [`prune_versions`] forgets commits and file versions older than the retention, except each
 //!   folder's head and each file's current version.
@@ -10,17 +10,27 @@
 //!   rest, but only blocks older than a grace period: an upload stores blocks before it commits,
 //!   and a deduplicated block gets its mtime refreshed, so no block an upload is about to
 //!   reference can be deleted under it. If any tree cannot be walked it deletes nothing.
+//! - [`export_audit`] writes audit-log rows past the last export to JSON-lines files named by
+//!   their id range (`audit/audit-FIRST-LAST.jsonl`, in the data dir or the S3 bucket), then
+//!   advances a mark in the database: a rerun rewrites the same file with the same bytes.
+//!
+//! [`scheduler`] submits each periodic job once per round across all instances: an instance
+//! submits only after moving the job's `next_at` forward in the shared database.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use cairn_store::fsck::reachable;
 use cairn_store::{BlockStore, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::api::AppState;
+use crate::api::{AppState, now_ms};
+use crate::blocks::Blocks;
 use crate::db;
+use crate::limits;
+use crate::rabbit::RabbitQueue;
 
 /// A unit of background work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,46 +45,177 @@ pub enum Job {
         /// How long versions stay restorable.
         retention: Duration,
     },
+    /// Write audit-log rows past the last export to files.
+    ExportAudit,
 }
 
-/// Where jobs are submitted.
-pub trait JobQueue: Send + Sync + 'static {
-    /// Queues a job; `false` when the queue is full (the job is dropped, and the next periodic
-    /// round submits it again).
-    fn submit(&self, job: Job) -> bool;
-}
-
-/// The in-process queue: a bounded channel drained by one worker task.
-#[derive(Debug, Clone)]
-pub struct LocalQueue {
-    sender: mpsc::Sender<Job>,
-}
-
-/// Jobs waiting in the local queue at most: 16 (two kinds, submitted hourly).
-const LOCAL_QUEUE_LEN_MAX: usize = 16;
-
-impl LocalQueue {
-    /// A queue and the receiver its worker drains.
-    pub fn new() -> (LocalQueue, mpsc::Receiver<Job>) {
-        let (sender, receiver) = mpsc::channel(LOCAL_QUEUE_LEN_MAX);
-        (LocalQueue { sender }, receiver)
-    }
-}
-
-impl JobQueue for LocalQueue {
-    fn submit(&self, job: Job) -> bool {
-        self.sender.try_send(job).is_ok()
-    }
-}
-
-/// Runs jobs from `receiver` until it closes.
-pub async fn worker(state: AppState, mut receiver: mpsc::Receiver<Job>) {
-    while let Some(job) = receiver.recv().await {
-        match run(&state, job).await {
-            Ok(summary) => tracing::info!(?job, %summary, "job done"),
-            Err(err) => tracing::error!(?job, error = %err, "job failed; it runs again next round"),
+impl Job {
+    /// The job's kind, as scheduled and counted in metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::CollectGarbage { .. } => "collect_garbage",
+            Job::PruneVersions { .. } => "prune_versions",
+            Job::ExportAudit => "export_audit",
         }
     }
+}
+
+/// Where jobs are submitted and who runs them.
+#[derive(Debug)]
+pub enum Jobs {
+    /// The in-process queue: a bounded channel drained by one worker task of this instance.
+    Local {
+        /// Submits.
+        sender: mpsc::Sender<Job>,
+        /// Taken by the worker when the server starts serving.
+        receiver: Mutex<Option<mpsc::Receiver<Job>>>,
+    },
+    /// RabbitMQ, shared by every instance.
+    Rabbit(RabbitQueue),
+}
+
+/// Jobs waiting in the local queue at most: 16 (three kinds, submitted hourly).
+const LOCAL_QUEUE_LEN_MAX: usize = 16;
+
+impl Jobs {
+    /// The in-process queue.
+    pub fn local() -> Jobs {
+        let (sender, receiver) = mpsc::channel(LOCAL_QUEUE_LEN_MAX);
+        Jobs::Local {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+        }
+    }
+
+    /// Queues a job.
+    ///
+    /// # Errors
+    /// The queue is full (local) or the broker did not confirm the message (RabbitMQ).
+    pub async fn submit(&self, job: Job) -> Result<(), String> {
+        match self {
+            Jobs::Local { sender, .. } => sender
+                .try_send(job)
+                .map_err(|e| format!("the local job queue refused {job:?}: {e}")),
+            Jobs::Rabbit(queue) => queue.submit(&job).await,
+        }
+    }
+
+    /// Jobs waiting to run (for `/metrics`); `None` when it cannot be read now.
+    pub async fn depth(&self) -> Option<u64> {
+        match self {
+            Jobs::Local { sender, .. } => Some((sender.max_capacity() - sender.capacity()) as u64),
+            Jobs::Rabbit(queue) => queue.depth().await,
+        }
+    }
+
+    /// `ok` or what is wrong with the link to RabbitMQ; `None` for the local queue.
+    pub fn health(&self) -> Option<String> {
+        match self {
+            Jobs::Local { .. } => None,
+            Jobs::Rabbit(queue) => Some(queue.health()),
+        }
+    }
+
+    /// Starts this instance's worker; it ends after its current job once `shutdown` fires.
+    pub fn start_worker(
+        &self,
+        state: AppState,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        match self {
+            Jobs::Local { receiver, .. } => {
+                let receiver = receiver.lock().expect("job receiver lock").take();
+                tokio::spawn(async move {
+                    let Some(mut receiver) = receiver else {
+                        return;
+                    };
+                    loop {
+                        let job = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            job = receiver.recv() => job,
+                        };
+                        let Some(job) = job else { return };
+                        match run(&state, job).await {
+                            Ok(summary) => tracing::info!(?job, %summary, "job done"),
+                            Err(err) => tracing::error!(
+                                ?job,
+                                error = %err,
+                                "job failed; it runs again next round"
+                            ),
+                        }
+                    }
+                })
+            }
+            Jobs::Rabbit(queue) => queue.start_consumer(state, shutdown),
+        }
+    }
+}
+
+/// The periodic jobs and their intervals, given the version retention.
+pub fn periodic(retention: Option<Duration>) -> Vec<(Job, Duration)> {
+    let mut jobs = Vec::new();
+    if let Some(retention) = retention {
+        jobs.push((Job::PruneVersions { retention }, limits::JOB_INTERVAL));
+    }
+    jobs.push((
+        Job::CollectGarbage {
+            grace: limits::GC_GRACE,
+        },
+        limits::JOB_INTERVAL,
+    ));
+    jobs.push((Job::ExportAudit, limits::JOB_INTERVAL));
+    jobs
+}
+
+/// Every `tick`, submits each periodic job this instance claims (see [`claim_and_submit`])
+/// until `shutdown` fires.
+pub async fn scheduler(
+    state: AppState,
+    jobs: Vec<(Job, Duration)>,
+    tick: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        for (job, interval) in &jobs {
+            if let Err(err) = claim_and_submit(&state, *job, *interval).await {
+                tracing::warn!(?job, error = %err, "job not submitted; trying again next tick");
+            }
+        }
+    }
+}
+
+/// Submits `job` if its round is due and this instance claims it first; returns whether it
+/// submitted. The first claim of a kind only schedules it (`interval` from now). A failed
+/// submission makes the job due again, so the next tick retries.
+///
+/// # Errors
+/// Database errors, or the queue refused the job.
+pub async fn claim_and_submit(
+    state: &AppState,
+    job: Job,
+    interval: Duration,
+) -> Result<bool, String> {
+    let now = now_ms();
+    let next = now + i64::try_from(interval.as_millis()).unwrap_or(i64::MAX / 2);
+    if !db::claim_job(&state.db, job.kind(), now, next)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(false);
+    }
+    if let Err(err) = state.jobs.submit(job).await {
+        db::reschedule_job(&state.db, job.kind(), now)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Err(err);
+    }
+    state.metrics.job_submitted(job.kind());
+    Ok(true)
 }
 
 /// Runs one job; returns a one-line summary.
@@ -82,7 +223,7 @@ pub async fn worker(state: AppState, mut receiver: mpsc::Receiver<Job>) {
 /// # Errors
 /// Database or store errors (nothing is half-done in a way a rerun cannot finish).
 pub async fn run(state: &AppState, job: Job) -> Result<String, String> {
-    match job {
+    let outcome = match job {
         Job::CollectGarbage { grace } => collect_garbage(state, grace).await.map(|r| {
             format!(
                 "{} live blocks, {} deleted, {} unreferenced kept as young",
@@ -92,7 +233,15 @@ pub async fn run(state: &AppState, job: Job) -> Result<String, String> {
         Job::PruneVersions { retention } => prune_versions(state, retention)
             .await
             .map(|(versions, commits)| format!("pruned {versions} versions and {commits} commits")),
-    }
+        Job::ExportAudit => export_audit(state).await.map(|r| {
+            format!(
+                "exported {} audit rows in {} files (up to id {})",
+                r.rows, r.files, r.last_id
+            )
+        }),
+    };
+    state.metrics.job_finished(job.kind(), outcome.is_ok());
+    outcome
 }
 
 /// What a collection did.
@@ -160,4 +309,90 @@ pub async fn prune_versions(state: &AppState, retention: Duration) -> Result<(u6
     db::prune(&state.db, cutoff)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// What an audit export did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditExport {
+    /// Rows written.
+    pub rows: u64,
+    /// Files written.
+    pub files: u64,
+    /// The last exported row id (the mark).
+    pub last_id: i64,
+}
+
+/// The progress mark of the audit export.
+const AUDIT_MARK: &str = "audit_export";
+
+/// Exports audit rows past the mark (and older than [`limits::AUDIT_EXPORT_LAG`]) in files of
+/// [`limits::AUDIT_EXPORT_BATCH`] rows.
+///
+/// # Errors
+/// Database or store errors; what was exported before stays exported.
+pub async fn export_audit(state: &AppState) -> Result<AuditExport, String> {
+    let before = now_ms() - i64::try_from(limits::AUDIT_EXPORT_LAG.as_millis()).unwrap_or(0);
+    let mut report = AuditExport::default();
+    loop {
+        let mark = db::job_mark(&state.db, AUDIT_MARK)
+            .await
+            .map_err(|e| e.to_string())?;
+        report.last_id = mark;
+        let rows = db::audit_after(&state.db, mark, before, limits::AUDIT_EXPORT_BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(report);
+        };
+        let (first, last) = (first.id, last.id);
+        let mut body = Vec::with_capacity(rows.len() * 160);
+        for row in &rows {
+            serde_json::to_writer(&mut body, row).map_err(|e| e.to_string())?;
+            body.push(b'\n');
+        }
+        let name = format!("audit/audit-{first:012}-{last:012}.jsonl");
+        let store = Arc::clone(&state.store);
+        let data_dir = state.config.data_dir.clone();
+        tokio::task::spawn_blocking(move || write_export(&store, &data_dir, &name, body))
+            .await
+            .map_err(|e| e.to_string())??;
+        if !db::advance_job_mark(&state.db, AUDIT_MARK, mark, last)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            // Another run exported the same rows (and wrote the same file): carry on from its mark.
+            continue;
+        }
+        report.rows += rows.len() as u64;
+        report.files += 1;
+        report.last_id = last;
+    }
+}
+
+/// Writes an export file durably: to the bucket beside the blocks, or under the data dir
+/// (temporary file, fsync, rename, directory fsync).
+fn write_export(
+    store: &Blocks,
+    data_dir: &std::path::Path,
+    name: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    use std::io::Write as _;
+    match store {
+        Blocks::S3(s3) => s3.put_object(name, body).map_err(|e| e.to_string()),
+        Blocks::Local(_) => {
+            let path = data_dir.join(name);
+            let dir = path.parent().expect("export names have a directory");
+            let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
+            std::fs::create_dir_all(dir).map_err(|e| fail("creating the directory of", e))?;
+            let tmp = path.with_extension("jsonl.tmp");
+            let mut file = std::fs::File::create(&tmp).map_err(|e| fail("creating", e))?;
+            file.write_all(&body).map_err(|e| fail("writing", e))?;
+            file.sync_all().map_err(|e| fail("syncing", e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| fail("renaming into", e))?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| fail("syncing the directory of", e))
+        }
+    }
 }

@@ -14,7 +14,9 @@ pub mod db;
 pub mod events;
 pub mod jobs;
 pub mod limits;
+pub mod metrics;
 pub mod quic;
+pub mod rabbit;
 pub mod ratelimit;
 pub mod redis_shared;
 pub mod s3;
@@ -104,6 +106,23 @@ impl Server {
             None => (None, None),
         };
         let (limiter, bus) = shared_services(&config).await?;
+        let jobs = match &config.services.rabbitmq_url {
+            Some(url) => {
+                let mut options = rabbit::RabbitOptions::default();
+                if let Some(prefix) = &config.services.rabbitmq_prefix {
+                    options.prefix.clone_from(prefix);
+                }
+                if let Some(delay) = config.services.job_retry_delay {
+                    options.retry_delay = delay;
+                }
+                jobs::Jobs::Rabbit(
+                    rabbit::RabbitQueue::connect(url, options)
+                        .await
+                        .map_err(ServerError::Service)?,
+                )
+            }
+            None => jobs::Jobs::local(),
+        };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let state = AppState::new(Inner {
             db,
@@ -115,6 +134,8 @@ impl Server {
             cpu: Semaphore::new(cores),
             folder_locks: commit::FolderLocks::default(),
             quic: quic_info,
+            jobs,
+            metrics: metrics::Metrics::default(),
             config,
         });
         Ok(Server { state, quic })
@@ -140,24 +161,18 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        use jobs::JobQueue as _;
         let router = api::router(self.state.clone());
-        let (queue, receiver) = jobs::LocalQueue::new();
-        let worker = tokio::spawn(jobs::worker(self.state.clone(), receiver));
-        let retention = self.state.config.version_retention;
-        let scheduler = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(limits::JOB_INTERVAL);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                if let Some(retention) = retention {
-                    queue.submit(jobs::Job::PruneVersions { retention });
-                }
-                queue.submit(jobs::Job::CollectGarbage {
-                    grace: limits::GC_GRACE,
-                });
-            }
-        });
+        let stop_jobs = tokio_util::sync::CancellationToken::new();
+        let worker = self
+            .state
+            .jobs
+            .start_worker(self.state.clone(), stop_jobs.clone());
+        let scheduler = tokio::spawn(jobs::scheduler(
+            self.state.clone(),
+            jobs::periodic(self.state.config.version_retention),
+            limits::JOB_TICK,
+            stop_jobs.clone(),
+        ));
         let quic = self
             .quic
             .clone()
@@ -172,8 +187,8 @@ impl Server {
             endpoint.close(0u32.into(), b"server shutting down");
             let _ = task.await;
         }
-        // Ending the scheduler drops the queue's sender, so the worker ends after its job.
-        scheduler.abort();
+        // The worker finishes its current job first (an unfinished RabbitMQ job is redelivered).
+        stop_jobs.cancel();
         let _ = scheduler.await;
         let _ = worker.await;
         served?;
@@ -240,10 +255,10 @@ fn open_store(
     s3: Option<(String, Option<(String, String)>)>,
 ) -> Result<(Blocks, NodeId), ServerError> {
     let store = match s3 {
-        Some((url, credentials)) => Blocks::S3(
+        Some((url, credentials)) => Blocks::S3(Box::new(
             s3::S3BlockStore::open(&url, credentials, limits::GC_GRACE / 2)
                 .map_err(ServerError::Service)?,
-        ),
+        )),
         None => Blocks::Local(FsBlockStore::open(path, FsStoreOptions::DEFAULT)?),
     };
     let empty = chunk_dir(Vec::new())?;

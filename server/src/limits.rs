@@ -74,6 +74,30 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Interval between rounds of background jobs (pruning, then garbage collection): 1 hour.
 pub const JOB_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// How often each instance checks whether a periodic job is due: 1 minute. Only the instance
+/// that moves the job's schedule forward submits it.
+pub const JOB_TICK: Duration = Duration::from_secs(60);
+
+/// Audit-log rows per export file: 10,000 (about 1.5 MB of JSON lines).
+pub const AUDIT_EXPORT_BATCH: i64 = 10_000;
+
+/// Audit rows younger than this wait for the next export: 5 s, so a row whose insert committed
+/// late with a lower id is never skipped.
+pub const AUDIT_EXPORT_LAG: Duration = Duration::from_secs(5);
+
+/// Attempts of a RabbitMQ job before it goes to the dead-letter queue: 5 (a delivery cut off by
+/// a dead consumer counts as one).
+pub const JOB_ATTEMPTS_MAX: u32 = 5;
+
+/// Wait before a failed RabbitMQ job runs again: 30 s.
+pub const JOB_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Longest wait between attempts to reach RabbitMQ again.
+pub const RABBITMQ_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How long start-up waits for RabbitMQ to answer.
+pub const RABBITMQ_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Unreferenced blocks younger than this survive garbage collection: 24 hours, longer than
 /// the slowest plausible upload (16 GiB at 1 MB/s is 4.5 hours) between storing and committing.
 pub const GC_GRACE: Duration = Duration::from_secs(24 * 3600);

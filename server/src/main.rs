@@ -24,8 +24,6 @@ struct Args {
     /// HTTP listen address.
     #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
-    /// Data directory: SQLite database, block store and generated secrets
-    /// [default: $XDG_DATA_HOME/cairn-server or ~/.local/share/cairn-server].
     /// QUIC sync endpoint address, or `off` [default: the HTTP host, port 8443].
     #[arg(long, env = "CAIRN_QUIC_LISTEN")]
     quic_listen: Option<String>,
@@ -35,6 +33,8 @@ struct Args {
     /// The certificate's private key (PEM).
     #[arg(long, env = "CAIRN_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Data directory: SQLite database, block store and generated secrets
+    /// [default: $XDG_DATA_HOME/cairn-server or ~/.local/share/cairn-server].
     #[arg(long, env = "CAIRN_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Metadata database URL: sqlite://PATH or postgres://USER@HOST/DB [default: SQLite in the data dir].
@@ -58,9 +58,14 @@ struct Args {
     /// Prefix of Cairn's Redis keys and channels, so deployments can share one Redis.
     #[arg(long, env = "CAIRN_REDIS_NAMESPACE", default_value = "cairn")]
     redis_namespace: String,
-    /// RabbitMQ URL for background jobs (accepted; used from the scale-out issue on).
+    /// RabbitMQ URL (amqp://USER:PASSWORD@HOST:PORT/%2f): background jobs (garbage collection,
+    /// version pruning, audit-log export) go through durable queues shared by all instances
+    /// [default: an in-process queue].
     #[arg(long, env = "RABBITMQ_URL")]
     rabbitmq_url: Option<String>,
+    /// Prefix of Cairn's RabbitMQ queues (PREFIX.jobs, PREFIX.jobs.retry, PREFIX.jobs.dead).
+    #[arg(long, env = "CAIRN_RABBITMQ_PREFIX", default_value = "cairn")]
+    rabbitmq_prefix: String,
     /// Storage quota of new users, in bytes.
     #[arg(long, env = "CAIRN_QUOTA", default_value_t = QUOTA_DEFAULT)]
     quota: u64,
@@ -227,6 +232,8 @@ fn config(args: &Args) -> Result<ServerConfig> {
             redis_url: args.redis_url.clone().filter(|url| !url.is_empty()),
             redis_namespace: Some(args.redis_namespace.clone()),
             rabbitmq_url: args.rabbitmq_url.clone().filter(|url| !url.is_empty()),
+            rabbitmq_prefix: Some(args.rabbitmq_prefix.clone()),
+            job_retry_delay: None,
             s3_url: args.s3_url.clone().filter(|url| !url.is_empty()),
             s3_credentials: None,
         },

@@ -156,6 +156,7 @@ type SharedSession = Arc<Mutex<Option<Session>>>;
 
 async fn serve_connection(connection: quinn::Connection, state: AppState) {
     let remote = connection.remote_address();
+    let _connected = state.metrics.client_connected("quic");
     let session: SharedSession = Arc::default();
     loop {
         let (send, recv) = match connection.accept_bi().await {
@@ -425,6 +426,9 @@ async fn send_blocks(
     write_control(send, &header)
         .await
         .map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
+    state
+        .metrics
+        .quic_sent(blocks.iter().map(|b| b.len() as u64).sum());
     for block in &blocks {
         if write_raw(send, block).await.is_err() {
             // The client went away; nothing to answer.
@@ -480,6 +484,7 @@ async fn put_blocks(
         batch_bytes += block.len();
         batch.push(block);
         if batch_bytes >= PUT_BATCH_BYTES || i + 1 == count {
+            state.metrics.quic_received(batch_bytes as u64);
             let blocks = std::mem::take(&mut batch);
             batch_bytes = 0;
             let store = Arc::clone(&state.store);
@@ -495,7 +500,11 @@ async fn put_blocks(
                 }
                 other => Refusal::internal(&other),
             })?;
-            new += u32::try_from(puts.iter().filter(|p| p.new).count()).unwrap_or(0);
+            let fresh = puts.iter().filter(|p| p.new).count();
+            state
+                .metrics
+                .blocks_received(puts.len() as u64, fresh as u64);
+            new += u32::try_from(fresh).unwrap_or(0);
             ids.extend(puts.iter().map(|p| p.id));
         }
     }

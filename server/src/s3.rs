@@ -10,6 +10,10 @@
 //! last-modified time is older than `refresh_after` (half the grace), so a block an upload has
 //! just deduplicated against can never look old enough to collect before the upload commits.
 //!
+//! Objects up to 64 KiB (tree nodes, small files) are cached in memory after a read or a put
+//! (64 MiB, first in first out): a commit reads and rewrites the same directory nodes again and
+//! again, and an id names its bytes forever. Existence checks always ask the bucket.
+//!
 //! The [`BlockStore`] trait is synchronous (the store crate has no runtime) and the server calls
 //! it from blocking threads; this store runs its requests on its own small runtime.
 
@@ -26,11 +30,61 @@ use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 /// Requests in flight at once for batch operations.
 const S3_CONCURRENCY: usize = 32;
 
+/// Objects up to this size (tree nodes, small files) are kept in memory after a read or a put.
+const CACHE_OBJECT_SIZE_MAX: usize = 64 * 1024;
+
+/// Bytes the object cache holds at most: 64 MiB.
+const CACHE_BYTES_MAX: usize = 64 << 20;
+
+/// Recently read or written small objects, first in first out. An id names its bytes forever,
+/// so a cached copy is never stale; only `get` uses it (`has` always asks the bucket, because
+/// another instance's garbage collector may have deleted an unreferenced object).
+#[derive(Default)]
+struct ObjectCache {
+    objects: std::collections::HashMap<BlockId, Arc<[u8]>>,
+    order: std::collections::VecDeque<BlockId>,
+    bytes: usize,
+}
+
+impl ObjectCache {
+    fn get(&self, id: &BlockId) -> Option<Arc<[u8]>> {
+        self.objects.get(id).cloned()
+    }
+
+    fn insert(&mut self, id: BlockId, data: &[u8]) {
+        if data.len() > CACHE_OBJECT_SIZE_MAX || self.objects.contains_key(&id) {
+            return;
+        }
+        self.bytes += data.len();
+        self.objects.insert(id, Arc::from(data));
+        self.order.push_back(id);
+        while self.bytes > CACHE_BYTES_MAX {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.objects.remove(&old) {
+                self.bytes -= gone.len();
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &BlockId) {
+        if let Some(gone) = self.objects.remove(id) {
+            self.bytes -= gone.len();
+            self.order.retain(|kept| kept != id);
+        }
+    }
+}
+
 /// A bucket (with an optional key prefix) as a block store.
 pub struct S3BlockStore {
     store: Arc<dyn ObjectStore>,
+    /// Where blocks live: `PREFIX/blocks`.
     prefix: String,
+    /// The deployment's prefix in the bucket (may be empty): exports go beside `blocks/`.
+    root: String,
     refresh_after: Duration,
+    cache: std::sync::Mutex<ObjectCache>,
     /// Always `Some` until dropped (a runtime must be shut down, not dropped, on async threads).
     runtime: Option<tokio::runtime::Runtime>,
     description: String,
@@ -116,7 +170,9 @@ impl S3BlockStore {
             } else {
                 format!("{prefix}/blocks")
             },
+            root: prefix.to_owned(),
             refresh_after,
+            cache: std::sync::Mutex::default(),
             runtime: Some(runtime),
             description: format!("S3 block store {url}"),
         })
@@ -162,6 +218,7 @@ impl S3BlockStore {
                 .is_ok_and(|age| age < self.refresh_after)
         });
         if fresh {
+            self.cache_insert(id, data);
             return Ok(Put {
                 id,
                 size,
@@ -173,6 +230,7 @@ impl S3BlockStore {
             .put(&self.path(&id), PutPayload::from(data.to_vec()))
             .await
             .map_err(|e| self.error("writing", Some(&id), e))?;
+        self.cache_insert(id, data);
         let new = existing.is_none();
         Ok(Put {
             id,
@@ -180,6 +238,36 @@ impl S3BlockStore {
             new,
             stored_size: if new { size } else { 0 },
         })
+    }
+
+    /// Writes one whole object at `NAME` under the deployment's prefix (beside `blocks/`),
+    /// replacing what was there: used for exports, which are rewritten identically on a retry.
+    ///
+    /// # Errors
+    /// S3 errors.
+    pub fn put_object(&self, name: &str, data: Vec<u8>) -> Result<()> {
+        let key = if self.root.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.root)
+        };
+        self.block_on(
+            self.store
+                .put(&ObjectPath::from(key.as_str()), PutPayload::from(data)),
+        )
+        .map(|_| ())
+        .map_err(|e| Error::Io {
+            op: "writing",
+            path: PathBuf::from(key),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+
+    fn cache_insert(&self, id: BlockId, data: &[u8]) {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, data);
     }
 
     /// The block's last-modified time (for the garbage collector's grace period).
@@ -222,6 +310,14 @@ impl BlockStore for S3BlockStore {
     }
 
     fn get(&self, id: &BlockId) -> Result<Vec<u8>> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id);
+        if let Some(data) = cached {
+            return Ok(data.to_vec());
+        }
         let data = self.block_on(async {
             match self.store.get(&self.path(id)).await {
                 Ok(found) => found
@@ -237,10 +333,15 @@ impl BlockStore for S3BlockStore {
         if actual != *id {
             return Err(Error::BlockCorrupt { id: *id, actual });
         }
+        self.cache_insert(*id, &data);
         Ok(data)
     }
 
     fn delete(&self, id: &BlockId) -> Result<bool> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
         self.block_on(async {
             if self.head(id).await?.is_none() {
                 return Ok(false);

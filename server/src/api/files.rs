@@ -143,6 +143,7 @@ pub async fn upload(
         ApiError::BadRequest("invalid_upload", "the 'file' field is missing".to_owned())
     })?;
     let now = now_ms();
+    let block_count = ingested.blocks.len() as u64;
     let node = FileNode::new(0o644, now.saturating_mul(1_000_000), ingested.blocks)
         .map_err(ApiError::internal)?;
     let size = node.size();
@@ -158,6 +159,9 @@ pub async fn upload(
         mode: 0o644,
         child,
     };
+    state
+        .metrics
+        .blocks_received(block_count, ingested.new_blocks);
     let committed =
         commit_path(&state, user.id, DEFAULT_FOLDER, &path, Some(entry), "rest").await?;
     tracing::info!(user = user.id, path = %path, size, new_blocks = ingested.new_blocks, seq = committed.seq, "uploaded");

@@ -58,6 +58,10 @@ pub struct Inner {
     pub folder_locks: crate::commit::FolderLocks,
     /// The QUIC endpoint's published facts, when it runs.
     pub quic: Option<cairn_protocol::api::SyncInfo>,
+    /// Background jobs: where they are submitted and who runs them.
+    pub jobs: crate::jobs::Jobs,
+    /// This instance's Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -95,7 +99,14 @@ pub fn router(state: AppState) -> Router {
         .route("/sync/info", get(sync::info))
         .route("/ws/sync/{client_id}", get(sync::websocket))
         .route("/health", get(sync::health))
+        .route("/ready", get(sync::ready))
+        .route("/live", get(sync::live))
+        .route("/metrics", get(crate::metrics::handler))
         .route("/openapi.json", get(openapi::document))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track_http,
+        ))
         .layer(DefaultBodyLimit::max(JSON_BODY_SIZE_MAX))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {

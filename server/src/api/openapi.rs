@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
         super::auth::register, super::auth::login, super::auth::refresh, super::auth::logout,
         super::files::list, super::files::upload, super::files::download, super::files::remove, super::files::versions,
         super::folders::list, super::folders::create, super::folders::commits,
-        super::sync::changes, super::sync::heartbeat, super::sync::health, super::sync::info,
+        super::sync::changes, super::sync::heartbeat, super::sync::health, super::sync::ready, super::sync::live, super::sync::info,
     ),
     components(schemas(
         cairn_protocol::api::RegisterRequest, cairn_protocol::api::UserInfo, cairn_protocol::api::LoginRequest,

@@ -126,6 +126,7 @@ pub async fn websocket(
 }
 
 async fn events_task(state: AppState, user: AuthUser, client_id: String, socket: WebSocket) {
+    let _connected = state.metrics.client_connected("websocket");
     if let Err(err) = events(state, &user, socket).await {
         tracing::debug!(user = user.id, client = %client_id, error = %err, "websocket closed");
     }
@@ -179,9 +180,35 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Resul
         .await
 }
 
-/// Liveness and the status of the database and the block store.
+/// The status of every dependency: database, block store, and Redis and RabbitMQ when
+/// configured; 503 when one fails.
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(state): State<AppState>) -> Response {
+    ready(State(state)).await
+}
+
+/// Readiness: 200 when this instance can serve (every dependency answers), else 503 with the
+/// report; a load balancer sends traffic only to ready instances.
+#[utoipa::path(get, path = "/ready", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let (healthy, body) = report(&state).await;
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Liveness: the process serves requests. No dependency is consulted, so an orchestrator
+/// restarts the instance only when it is stuck, not when PostgreSQL is down.
+#[utoipa::path(get, path = "/live", responses((status = 200, description = "the process serves requests")))]
+pub async fn live() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Checks every dependency: (all healthy, the report).
+async fn report(state: &AppState) -> (bool, Health) {
     let database = match state.db.ping().await {
         Ok(()) => "ok".to_owned(),
         Err(err) => format!("error: {err}"),
@@ -195,7 +222,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
         Err(err) => format!("error: {err}"),
     };
     let redis = state.bus.health();
-    let healthy = database == "ok" && store == "ok" && redis.as_deref().is_none_or(|r| r == "ok");
+    let rabbitmq = state.jobs.health();
+    let healthy = database == "ok"
+        && store == "ok"
+        && redis.as_deref().is_none_or(|r| r == "ok")
+        && rabbitmq.as_deref().is_none_or(|r| r == "ok");
     let body = Health {
         status: if healthy { "ok" } else { "degraded" }.to_owned(),
         database,
@@ -208,13 +239,9 @@ pub async fn health(State(state): State<AppState>) -> Response {
         }
         .to_owned(),
         redis,
+        rabbitmq,
     };
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    (healthy, body)
 }
 
 async fn default_folder(state: &AppState, user_id: i64) -> Result<FolderRow, ApiError> {

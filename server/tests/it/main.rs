@@ -5,9 +5,12 @@
 //! missing service fails the test; locally it is skipped with a printed reason.
 
 mod auth;
+mod crash;
 mod files;
 mod folders;
 mod jobs;
+mod ops;
+mod rabbit;
 mod scaleout;
 mod security;
 mod support;

@@ -451,3 +451,77 @@ async fn instances_share_blocks_in_s3() {
         read.1.map(|d| d.len())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_racing_commits_on_one_folder_lose_none() {
+    if !postgres_available().await {
+        return;
+    }
+    let Some(s3) = PrivateS3::start().await else {
+        return;
+    };
+    let services = |config: &mut cairn_server::config::ServerConfig| {
+        config.services.s3_url = Some(s3.url.clone());
+        config.services.s3_credentials = Some((S3_KEY.0.to_owned(), S3_KEY.1.to_owned()));
+    };
+    let a = TestServer::start_with(Engine::Postgres, services).await;
+    let b = TestServer::start_sharing(&a, services).await;
+    let (token, _) = a.user("ann").await;
+
+    // Both instances commit to the one default folder at once; each serialises its own commits,
+    // so every collision is between the instances, on the head's compare-and-swap.
+    const PER_INSTANCE: usize = 24;
+    let uploads = (0..PER_INSTANCE).flat_map(|i| {
+        [
+            (&a, format!("race/a-{i:02}.txt")),
+            (&b, format!("race/b-{i:02}.txt")),
+        ]
+    });
+    let statuses = futures_util::future::join_all(uploads.map(|(server, path)| {
+        let token = token.clone();
+        async move {
+            let data = format!("{path}\n").into_bytes();
+            (
+                path.clone(),
+                server.upload(&token, &path, data).await.status(),
+            )
+        }
+    }))
+    .await;
+    for (path, status) in &statuses {
+        assert_eq!(*status, StatusCode::CREATED, "{path}");
+    }
+
+    // Every accepted upload is in the head, seen through either instance.
+    for server in [&a, &b] {
+        let list: Value = server
+            .get(&token, "/files/?limit=1000")
+            .await
+            .json()
+            .await
+            .expect("json");
+        let mut paths: Vec<&str> = list["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .filter_map(|f| f["path"].as_str())
+            .collect();
+        paths.sort_unstable();
+        let mut expected: Vec<&str> = statuses.iter().map(|(p, _)| p.as_str()).collect();
+        expected.sort_unstable();
+        assert_eq!(paths, expected);
+    }
+    // The history is one chain: each commit's parent is the one before it.
+    let history: Value = b
+        .get(&token, "/folders/default/commits?limit=1000")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let commits = history["commits"].as_array().expect("commits");
+    assert!(!commits.is_empty());
+    for pair in commits.windows(2) {
+        assert_eq!(pair[0]["parent_seq"], pair[1]["seq"], "{pair:?}");
+    }
+    assert_eq!(commits[0]["files"], 2 * PER_INSTANCE);
+}

@@ -40,7 +40,7 @@ pub(crate) async fn postgres_available() -> bool {
 }
 
 /// A fresh, uniquely named PostgreSQL database for one test server.
-async fn fresh_postgres_database() -> String {
+pub(crate) async fn fresh_postgres_database() -> String {
     use sqlx::Executor;
     sqlx::any::install_default_drivers();
     let name = format!("cairn_it_{}_{}", std::process::id(), rand_suffix());
@@ -62,6 +62,27 @@ pub(crate) fn rand_suffix() -> String {
         .expect("clock")
         .subsec_nanos();
     format!("{}_{nanos}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The configuration of a test server: everything local, QUIC on a free port.
+pub(crate) fn test_config(
+    listen: SocketAddr,
+    data_dir: &std::path::Path,
+    database_url: &str,
+) -> ServerConfig {
+    ServerConfig {
+        listen,
+        data_dir: data_dir.to_path_buf(),
+        database_url: database_url.to_owned(),
+        storage_path: data_dir.join("blocks"),
+        jwt_secret: b"integration-test-secret-of-32-bytes!".to_vec(),
+        quota_default: 1 << 30,
+        upload_size_max: 1 << 30,
+        version_retention: None,
+        quic_listen: Some("127.0.0.1:0".parse().expect("address")),
+        tls: None,
+        services: Default::default(),
+    }
 }
 
 /// A server running on a free loopback port, stopped when dropped.
@@ -113,19 +134,7 @@ impl TestServer {
             .await
             .expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let mut config = ServerConfig {
-            listen: addr,
-            data_dir: data_dir.clone(),
-            database_url: database_url.clone(),
-            storage_path: data_dir.join("blocks"),
-            jwt_secret: b"integration-test-secret-of-32-bytes!".to_vec(),
-            quota_default: 1 << 30,
-            upload_size_max: 1 << 30,
-            version_retention: None,
-            quic_listen: Some("127.0.0.1:0".parse().expect("address")),
-            tls: None,
-            services: Default::default(),
-        };
+        let mut config = test_config(addr, &data_dir, &database_url);
         adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let state = server.state();
