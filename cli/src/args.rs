@@ -133,6 +133,8 @@ pub(crate) enum Keep {
     Remote,
     /// Your content (in the conflict copy): it is moved back over the path
     Local,
+    /// Both: the conflict copy stays as a file of its own
+    Both,
 }
 
 #[derive(Debug, Args)]

@@ -69,37 +69,21 @@ pub(crate) fn run(args: &ConflictsArgs, dir: &Path) -> anyhow::Result<Report> {
     };
     let (state_dir, list) = &mut found[f];
     let record = list.conflicts[i].clone();
-    let target = list.folder.join(&record.path);
-    let kept = match (keep, &record.copy) {
-        (Keep::Remote, Some(copy)) => {
-            let copy = list.folder.join(copy);
-            std::fs::remove_file(&copy)
-                .map_err(|e| fail("local", format!("deleting '{}': {e}", copy.display())))?;
-            "remote"
-        }
-        (Keep::Local, Some(copy)) => {
-            let copy = list.folder.join(copy);
-            std::fs::rename(&copy, &target).map_err(|e| {
-                fail(
-                    "local",
-                    format!(
-                        "moving '{}' over '{}': {e}",
-                        copy.display(),
-                        target.display()
-                    ),
-                )
-            })?;
-            "local"
-        }
-        // Edit against delete: the edit is at the path; "local" and "remote" both keep it
-        // unless the user deletes it themselves.
-        (_, None) => "edit",
+    let keep = match keep {
+        Keep::Remote => conflicts::Keep::Remote,
+        Keep::Local => conflicts::Keep::Local,
+        Keep::Both => conflicts::Keep::Both,
     };
-    list.conflicts.remove(i);
-    conflicts::save(state_dir, list).map_err(|e| fail("state", e))?;
+    let kept = conflicts::resolve(state_dir, list, i, keep).map_err(|e| fail("local", e))?;
+    let what = match kept {
+        "both" => "both contents (the copy stays as a file of its own)",
+        "local" => "the local content",
+        "remote" => "the remote content",
+        _ => "the edit",
+    };
     Report::new(
         format!(
-            "resolved '{}' in {}: kept the {kept} content; the next sync pass sends it",
+            "resolved '{}' in {}: kept {what}; the next sync pass sends it",
             record.path,
             list.folder.display()
         ),
@@ -146,7 +130,7 @@ fn list(found: &[(std::path::PathBuf, FolderConflicts)]) -> anyhow::Result<Repor
         human.push_str("no conflicts");
     } else {
         human.push_str(&format!(
-            "{} conflicts; end one with `cairn conflicts --resolve PATH --keep local|remote`",
+            "{} conflicts; end one with `cairn conflicts --resolve PATH --keep local|remote|both`",
             items.len()
         ));
     }

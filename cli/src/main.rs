@@ -12,7 +12,6 @@
 mod args;
 mod config_cmd;
 mod conflicts;
-mod control;
 mod files;
 mod output;
 mod password;

@@ -102,3 +102,139 @@ pub fn prune_handled(conflicts: &mut FolderConflicts) -> bool {
     });
     conflicts.conflicts.len() != before
 }
+
+/// Which content a resolved conflict keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The content at the path (the commit the server accepted): the conflict copy is deleted.
+    Remote,
+    /// This device's content, in the conflict copy: it is moved back over the path.
+    Local,
+    /// Both: the copy stays as a file of its own; only the record goes.
+    Both,
+}
+
+/// Resolves conflict `index` of `list` (whose state is in `state_dir`) by keeping `keep`, then
+/// saves the list. Only local files change; the next sync pass carries the choice to the
+/// server, where both contents stay in the version history. Returns what was kept: `remote`,
+/// `local`, `both`, or `edit` for an edit-versus-delete conflict (the edit is already at the
+/// path, whichever side is chosen).
+///
+/// # Errors
+/// No such conflict, the copy cannot be deleted or moved, or the list cannot be saved.
+pub fn resolve(
+    state_dir: &Path,
+    list: &mut FolderConflicts,
+    index: usize,
+    keep: Keep,
+) -> Result<&'static str, String> {
+    let record = list
+        .conflicts
+        .get(index)
+        .cloned()
+        .ok_or_else(|| "no such conflict".to_owned())?;
+    let target = list.folder.join(&record.path);
+    let kept = match (keep, &record.copy) {
+        (Keep::Both, _) => "both",
+        (Keep::Remote, Some(copy)) => {
+            let copy = list.folder.join(copy);
+            std::fs::remove_file(&copy)
+                .map_err(|e| format!("deleting '{}': {e}", copy.display()))?;
+            "remote"
+        }
+        (Keep::Local, Some(copy)) => {
+            let copy = list.folder.join(copy);
+            std::fs::rename(&copy, &target).map_err(|e| {
+                format!(
+                    "moving '{}' over '{}': {e}",
+                    copy.display(),
+                    target.display()
+                )
+            })?;
+            "local"
+        }
+        (_, None) => "edit",
+    };
+    list.conflicts.remove(index);
+    save(state_dir, list)?;
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str, copy: Option<&str>) -> ConflictRecord {
+        ConflictRecord {
+            path: path.into(),
+            copy: copy.map(Into::into),
+            reason: "both_edited".into(),
+            winner: "remote".into(),
+            at: 1,
+            seq: 2,
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, tempfile::TempDir, FolderConflicts) {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let state = tempfile::tempdir().expect("tempdir");
+        std::fs::write(folder.path().join("a.txt"), "theirs").expect("write");
+        std::fs::write(folder.path().join("a (conflict).txt"), "mine").expect("write");
+        std::fs::write(folder.path().join("b.txt"), "edit").expect("write");
+        add(
+            state.path(),
+            folder.path(),
+            vec![
+                record("a.txt", Some("a (conflict).txt")),
+                record("b.txt", None),
+            ],
+        )
+        .expect("add");
+        let list = load(state.path()).expect("load").expect("some");
+        (folder, state, list)
+    }
+
+    #[test]
+    fn keep_local_moves_the_copy_over_the_path() {
+        let (folder, state, mut list) = setup();
+        assert_eq!(
+            resolve(state.path(), &mut list, 0, Keep::Local).expect("resolve"),
+            "local"
+        );
+        assert_eq!(
+            std::fs::read_to_string(folder.path().join("a.txt")).expect("read"),
+            "mine"
+        );
+        assert!(!folder.path().join("a (conflict).txt").exists());
+        let saved = load(state.path()).expect("load").expect("some");
+        assert_eq!(saved.conflicts.len(), 1);
+        assert_eq!(saved.conflicts[0].path, "b.txt");
+    }
+
+    #[test]
+    fn keep_remote_deletes_the_copy_and_keep_both_keeps_it() {
+        let (folder, state, mut list) = setup();
+        let mut other = list.clone();
+        assert_eq!(
+            resolve(state.path(), &mut list, 0, Keep::Remote).expect("resolve"),
+            "remote"
+        );
+        assert!(!folder.path().join("a (conflict).txt").exists());
+        assert_eq!(
+            std::fs::read_to_string(folder.path().join("a.txt")).expect("read"),
+            "theirs"
+        );
+        std::fs::write(folder.path().join("a (conflict).txt"), "mine").expect("write");
+        assert_eq!(
+            resolve(state.path(), &mut other, 0, Keep::Both).expect("resolve"),
+            "both"
+        );
+        assert!(folder.path().join("a (conflict).txt").exists());
+        assert_eq!(
+            resolve(state.path(), &mut other, 0, Keep::Remote).expect("resolve"),
+            "edit"
+        );
+        assert!(load(state.path()).expect("load").is_none(), "all resolved");
+        assert!(resolve(state.path(), &mut other, 0, Keep::Local).is_err());
+    }
+}

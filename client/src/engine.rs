@@ -813,6 +813,7 @@ impl Engine {
         let mut done = 0u64;
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
+        let batch_max = remote.upload_batch_bytes(BYTES_PER_BATCH);
         for (i, id) in lacking.iter().enumerate() {
             let (path, offset, len) = &sources[id];
             let bytes = read_block(&self.options.root, path, *offset, *len)?;
@@ -823,10 +824,7 @@ impl Engine {
             }
             batch_bytes += bytes.len();
             batch.push(bytes);
-            if batch_bytes >= BYTES_PER_BATCH
-                || batch.len() >= IDS_PER_BATCH
-                || i + 1 == lacking.len()
-            {
+            if batch_bytes >= batch_max || batch.len() >= IDS_PER_BATCH || i + 1 == lacking.len() {
                 let sent = remote.put_blocks(&batch).await?;
                 summary.blocks_up += sent.len() as u64;
                 summary.bytes_up += batch_bytes as u64;
@@ -1107,13 +1105,14 @@ impl Engine {
         };
         let mut offset = 0u64;
         let blocks = file.blocks();
+        let window = remote.download_batch_bytes(BYTES_PER_BATCH);
         let mut i = 0;
         while i < blocks.len() {
-            // A window of blocks up to BYTES_PER_BATCH.
+            // A window of blocks up to BYTES_PER_BATCH (smaller under a bandwidth limit).
             let mut j = i;
             let mut bytes = 0usize;
             while j < blocks.len()
-                && (j == i || bytes + blocks[j].len as usize <= BYTES_PER_BATCH)
+                && (j == i || bytes + blocks[j].len as usize <= window)
                 && j - i < IDS_PER_BATCH
             {
                 bytes += blocks[j].len as usize;

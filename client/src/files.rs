@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cairn_protocol::api::{
-    CommitList, CreateFolderRequest, FileInfo, FileList, FolderInfo, FolderList, VersionList,
+    CommitList, CreateFolderRequest, FileInfo, FileList, FolderInfo, FolderList, HeartbeatRequest,
+    HeartbeatResponse, VersionList,
 };
 use reqwest::{Body, RequestBuilder, StatusCode};
 use tokio::io::AsyncWriteExt;
@@ -65,6 +66,31 @@ impl Session {
     /// Transport and session errors.
     pub async fn folders(&self) -> Result<Vec<FolderInfo>, RestError> {
         Ok(self.get_json::<FolderList>("/folders").await?.folders)
+    }
+
+    /// `POST /sync/heartbeat` as device `device` with status `status`: tells the server this
+    /// device is alive, and answers with the default folder's head and the user's storage use.
+    ///
+    /// # Errors
+    /// Transport and session errors; a device name the server refuses.
+    pub async fn heartbeat(
+        &self,
+        device: &str,
+        status: &str,
+    ) -> Result<HeartbeatResponse, RestError> {
+        let path = "/sync/heartbeat";
+        let url = self.rest().url(path);
+        let body = HeartbeatRequest {
+            client_id: device.to_owned(),
+            status: Some(status.to_owned()),
+        };
+        let answer = self
+            .authed(path, LIST_SIZE_MAX, |http| Ok(http.post(&url).json(&body)))
+            .await?;
+        if answer.status == StatusCode::OK {
+            return self.rest().decode(path, &answer.body);
+        }
+        Err(self.rest().failure(path, &answer))
     }
 
     /// The folder called `name`, created (empty) when the user has none of that name.

@@ -10,8 +10,11 @@
 //! - [`plan`]: the sync planner, a pure three-way merge of the base, local and remote trees.
 //!
 //! - [`remote`]: the QUIC sync protocol client, with certificate pinning.
+//! - [`daemon`]: the loop that keeps one folder in sync until stopped (CLI and desktop).
+//! - [`control`]: a running daemon's control socket (status, pause, stop, event feed).
 //! - [`engine`]: the sync engine (scan, pull, plan, push, apply) and its events.
 //! - [`watch`]: debounced filesystem watching for the daemon.
+//! - [`throttle`]: bandwidth limits for block transfers.
 //! - [`state`]: the per-folder sync state (merge base, remote tree, scan cache).
 //!
 //! This crate never prints; its users decide what to show.
@@ -20,6 +23,8 @@
 
 pub mod config;
 pub mod conflicts;
+pub mod control;
+pub mod daemon;
 pub mod engine;
 pub mod files;
 pub mod ignores;
@@ -27,5 +32,6 @@ pub mod plan;
 pub mod remote;
 pub mod rest;
 pub mod state;
+pub mod throttle;
 pub mod time;
 pub mod watch;

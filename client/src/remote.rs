@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use cairn_protocol::stream::{StreamError, read_control, read_raw, write_control, write_raw};
 use cairn_protocol::wire::{self, ErrorCode, Request, Response};
@@ -14,6 +15,8 @@ use cairn_store::{BlockId, NodeId};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::throttle::Throttle;
 
 /// Why talking to the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,8 @@ pub struct Remote {
     connection: quinn::Connection,
     _endpoint: quinn::Endpoint,
     folder: String,
+    up: Throttle,
+    down: Throttle,
 }
 
 impl Remote {
@@ -148,6 +153,8 @@ impl Remote {
             connection,
             _endpoint: endpoint,
             folder: folder.to_owned(),
+            up: Throttle::default(),
+            down: Throttle::default(),
         };
         remote.hello(token, device).await?;
         Ok(remote)
@@ -234,17 +241,38 @@ impl Remote {
     /// # Errors
     /// [`RemoteError`].
     pub async fn blocks(&self, ids: &[BlockId]) -> Result<Vec<Vec<u8>>, RemoteError> {
+        let started = Instant::now();
         let request = Request::GetBlocks {
             folder: self.folder.clone(),
             ids: ids.to_vec(),
         };
         let (response, mut recv) = self.call(&request, &[]).await?;
-        match response {
+        let blocks = match response {
             Response::Blocks { count } if count as usize == ids.len() => {
-                read_frames(&mut recv, ids.len()).await
+                read_frames(&mut recv, ids.len()).await?
             }
-            other => Err(unexpected("get_blocks", other)),
-        }
+            other => return Err(unexpected("get_blocks", other)),
+        };
+        let bytes: usize = blocks.iter().map(Vec::len).sum();
+        self.down.pace(started, bytes as u64).await;
+        Ok(blocks)
+    }
+
+    /// Sets the bandwidth limits for block transfers, bytes per second (`None`: unlimited).
+    /// They apply from the next request on, also while a pass runs.
+    pub fn set_limits(&self, up: Option<u64>, down: Option<u64>) {
+        self.up.set(up);
+        self.down.set(down);
+    }
+
+    /// Bytes of blocks per upload request: `unlimited` unless a limit asks for smaller steps.
+    pub fn upload_batch_bytes(&self, unlimited: usize) -> usize {
+        self.up.batch_bytes(unlimited)
+    }
+
+    /// Bytes of blocks per download request: `unlimited` unless a limit asks for smaller steps.
+    pub fn download_batch_bytes(&self, unlimited: usize) -> usize {
+        self.down.batch_bytes(unlimited)
     }
 
     /// The positions in `ids` of the blocks the server lacks for this folder.
@@ -271,14 +299,18 @@ impl Remote {
     /// # Errors
     /// [`RemoteError`].
     pub async fn put_blocks(&self, blocks: &[Vec<u8>]) -> Result<Vec<BlockId>, RemoteError> {
+        let started = Instant::now();
         let request = Request::PutBlocks {
             folder: self.folder.clone(),
             count: u32::try_from(blocks.len()).unwrap_or(u32::MAX),
         };
-        match self.call(&request, blocks).await?.0 {
-            Response::Stored { ids, .. } if ids.len() == blocks.len() => Ok(ids),
-            other => Err(unexpected("put_blocks", other)),
-        }
+        let ids = match self.call(&request, blocks).await?.0 {
+            Response::Stored { ids, .. } if ids.len() == blocks.len() => ids,
+            other => return Err(unexpected("put_blocks", other)),
+        };
+        let bytes: usize = blocks.iter().map(Vec::len).sum();
+        self.up.pace(started, bytes as u64).await;
+        Ok(ids)
     }
 
     /// Compare-and-swap of the head.

@@ -215,6 +215,12 @@ pub struct HeartbeatResponse {
     pub head: Head,
     /// Server time (RFC 3339).
     pub server_time: String,
+    /// Bytes the user's files take (all folders, current versions).
+    #[serde(default)]
+    pub used_bytes: i64,
+    /// The user's storage quota, bytes.
+    #[serde(default)]
+    pub quota_bytes: i64,
 }
 
 /// `GET /health`.

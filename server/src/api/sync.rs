@@ -88,9 +88,12 @@ pub async fn heartbeat(
     let now = now_ms();
     db::heartbeat(&state.db, user.id, &request.client_id, &status, now).await?;
     let folder = default_folder(&state, user.id).await?;
+    let (used_bytes, quota_bytes) = db::usage(&state.db, user.id).await?;
     Ok(Json(HeartbeatResponse {
         head: head_of(&folder),
         server_time: rfc3339(now),
+        used_bytes,
+        quota_bytes,
     }))
 }
 

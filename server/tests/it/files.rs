@@ -280,6 +280,14 @@ async fn changes_heartbeat_health_openapi(engine: Engine) {
     assert_eq!(beat.status(), StatusCode::OK);
     let beat: Value = beat.json().await.expect("json");
     assert_eq!(beat["head"], changes["head"]);
+    assert!(
+        beat["used_bytes"].as_i64().is_some_and(|used| used > 0),
+        "{beat}"
+    );
+    assert!(
+        beat["quota_bytes"].as_i64() > beat["used_bytes"].as_i64(),
+        "{beat}"
+    );
     let bad = server
         .client
         .post(server.url("/sync/heartbeat"))

@@ -1,0 +1,674 @@
+//! The sync daemon: one folder kept in sync with one server folder until stopped. `cairn sync
+//! start` and the desktop app both run this loop.
+//!
+//! A pass runs whenever the folder changes (watched with `notify`, debounced), whenever the
+//! server's head moves (checked every second, one small round trip), when asked over the
+//! control socket (`sync`, `resume`), and every `interval` as a safety net. A pass that moved
+//! something is followed at once by a confirming pass. A failed pass is reported, the
+//! connection renewed, and the next trigger tries again. While paused, no pass runs and the
+//! server is not polled.
+//!
+//! What happens is published as [`FeedEvent`]s on a broadcast channel: to the daemon's owner
+//! and to every control-socket subscriber alike.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_protocol::wire::ErrorCode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::config::{Config, ConfigError, QuicPin, state_dir_for};
+use crate::control::{Commands, Control, DaemonStatus, Progress, Shared, lock};
+use crate::engine::{Engine, EngineOptions, Event, PassSummary, SyncError};
+use crate::remote::{Remote, RemoteError, Trust};
+use crate::rest::{RestClient, RestError, Session, quic_addr_for};
+use crate::watch::FolderWatcher;
+
+/// Seconds between safety-net scans while the folder is watched.
+pub const SAFETY_SCAN: Duration = Duration::from_secs(600);
+
+/// Seconds between scans when the folder cannot be watched.
+pub const FALLBACK_SCAN: Duration = Duration::from_secs(5);
+
+/// Events a subscriber may fall behind by before it is told it missed some.
+const FEED_CAPACITY: usize = 4096;
+
+/// What a daemon publishes. As JSON (`kind` plus fields) it is the line format of
+/// `cairn sync start --json` and of the control socket's `subscribe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeedEvent {
+    /// A pass's phase started (scanning, pulling, uploading, downloading, ...).
+    Phase {
+        /// The phase.
+        phase: String,
+    },
+    /// Bytes moved so far in this pass.
+    Progress {
+        /// `upload` or `download`.
+        direction: String,
+        /// Done.
+        done: u64,
+        /// Total.
+        total: u64,
+    },
+    /// A file was uploaded, downloaded, deleted or renamed.
+    File {
+        /// The path, relative to the folder.
+        path: String,
+        /// `uploaded`, `downloaded`, `deleted locally`, `deleted remotely`, `renamed`.
+        what: String,
+    },
+    /// Both sides changed a path; the other content was kept at `copy` (if a copy was made).
+    Conflict {
+        /// The path.
+        path: String,
+        /// Where the other content was kept.
+        copy: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// Names that collide on case-insensitive or normalising filesystems.
+    Collision {
+        /// The colliding paths.
+        paths: Vec<String>,
+    },
+    /// A path that could not be synced this pass (retried next pass).
+    Problem {
+        /// The path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A pass that moved something ended.
+    Summary(PassReport),
+    /// Something the user should know that is not about one path (a failed pass, no watching).
+    Warning {
+        /// One line.
+        message: String,
+    },
+    /// The subscriber fell behind and missed this many events.
+    Missed {
+        /// How many.
+        missed: u64,
+    },
+}
+
+impl From<Event> for FeedEvent {
+    fn from(event: Event) -> FeedEvent {
+        match event {
+            Event::Phase(phase) => FeedEvent::Phase {
+                phase: phase.to_owned(),
+            },
+            Event::Progress {
+                direction,
+                done,
+                total,
+            } => FeedEvent::Progress {
+                direction: direction.to_owned(),
+                done,
+                total,
+            },
+            Event::File { path, what } => FeedEvent::File {
+                path,
+                what: what.to_owned(),
+            },
+            Event::Conflict { path, copy, reason } => FeedEvent::Conflict { path, copy, reason },
+            Event::Collision { paths } => FeedEvent::Collision { paths },
+            Event::Problem { path, message } => FeedEvent::Problem { path, message },
+        }
+    }
+}
+
+/// A pass's figures, as published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassReport {
+    /// The folder's revision after the pass.
+    pub seq: u64,
+    /// Whether folder and server agreed at the end.
+    pub in_sync: bool,
+    /// Files uploaded.
+    pub uploaded: u64,
+    /// Files downloaded.
+    pub downloaded: u64,
+    /// Paths deleted locally.
+    pub deleted_local: u64,
+    /// Paths deleted on the server.
+    pub deleted_remote: u64,
+    /// Conflicts found.
+    pub conflicts: u64,
+    /// Paths left for the next pass.
+    pub problems: u64,
+    /// Blocks sent.
+    pub blocks_up: u64,
+    /// Bytes of blocks sent.
+    pub bytes_up: u64,
+    /// Blocks received.
+    pub blocks_down: u64,
+    /// Bytes of blocks received.
+    pub bytes_down: u64,
+}
+
+impl From<&PassSummary> for PassReport {
+    fn from(s: &PassSummary) -> PassReport {
+        PassReport {
+            seq: s.seq,
+            in_sync: s.in_sync,
+            uploaded: s.uploaded,
+            downloaded: s.downloaded,
+            deleted_local: s.deleted_local,
+            deleted_remote: s.deleted_remote,
+            conflicts: s.conflicts,
+            problems: s.problems,
+            blocks_up: s.blocks_up,
+            bytes_up: s.bytes_up,
+            blocks_down: s.blocks_down,
+            bytes_down: s.bytes_down,
+        }
+    }
+}
+
+/// A new feed for a daemon; subscribe before [`Daemon::open`] to see everything.
+pub fn feed() -> broadcast::Sender<FeedEvent> {
+    broadcast::channel(FEED_CAPACITY).0
+}
+
+/// Why a daemon could not start or a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The sync engine.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// The REST API (login, tokens, folders).
+    #[error(transparent)]
+    Rest(#[from] RestError),
+    /// The QUIC connection.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// The config dir.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The folder or the daemon's own plumbing.
+    #[error("{0}")]
+    Local(String),
+}
+
+/// What to sync, and how.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The local folder (any form; it is made canonical).
+    pub folder: PathBuf,
+    /// The server-side folder.
+    pub remote: String,
+    /// Between safety-net scans (default [`SAFETY_SCAN`], or [`FALLBACK_SCAN`] unwatched).
+    pub interval: Option<Duration>,
+    /// Let a pass delete more than half of the folder's files.
+    pub allow_mass_delete: bool,
+}
+
+/// Trust on first use: fetches the server's certificate fingerprint and saves it in the config
+/// of `config_dir`. The caller should tell the user it pinned it.
+///
+/// # Errors
+/// The server cannot be asked, or the config not saved.
+pub async fn pin_now(config_dir: &Path, rest: &RestClient) -> Result<QuicPin, DaemonError> {
+    let info = rest.sync_info().await?;
+    let pin = QuicPin {
+        addr: quic_addr_for(rest.server(), &info),
+        fingerprint: info.fingerprint,
+    };
+    let saved = pin.clone();
+    Config::update(config_dir, move |c| c.quic = Some(saved))?;
+    Ok(pin)
+}
+
+/// Opens a QUIC connection to the pinned endpoint, authenticated as the session's user, for
+/// server folder `folder`.
+///
+/// # Errors
+/// The endpoint does not resolve or answer, the certificate is not the pinned one, the session
+/// has lapsed.
+pub async fn connect(
+    session: &Session,
+    pin: &QuicPin,
+    device: &str,
+    folder: &str,
+) -> Result<Remote, DaemonError> {
+    let addr = tokio::net::lookup_host(&pin.addr)
+        .await
+        .map_err(|e| DaemonError::Local(format!("resolving the sync endpoint {}: {e}", pin.addr)))?
+        .next()
+        .ok_or_else(|| DaemonError::Local(format!("{} resolves to no address", pin.addr)))?;
+    let host = pin.addr.rsplit_once(':').map_or("localhost", |(h, _)| h);
+    let token = session.access_token().await?;
+    let trust = Trust::Pinned(pin.fingerprint.clone());
+    Ok(Remote::connect(addr, host, &trust, &token.0, device, folder).await?)
+}
+
+/// A folder's sync: its engine, connection and published status.
+pub struct Daemon {
+    engine: Engine,
+    remote: Remote,
+    session: Session,
+    pin: QuicPin,
+    device: String,
+    remote_name: String,
+    folder: PathBuf,
+    state_dir: PathBuf,
+    interval: Option<Duration>,
+    shared: Shared,
+    commands: Arc<Commands>,
+    feed: broadcast::Sender<FeedEvent>,
+    own: tokio::sync::mpsc::UnboundedSender<FeedEvent>,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Takes the folder's engine lock, creates the server folder if needed and connects.
+    ///
+    /// # Errors
+    /// The folder is unusable or synced by another process, the server cannot be reached.
+    pub async fn open(
+        config: &Config,
+        session: Session,
+        pin: QuicPin,
+        options: DaemonOptions,
+        feed: broadcast::Sender<FeedEvent>,
+    ) -> Result<Daemon, DaemonError> {
+        let folder = options.folder.canonicalize().map_err(|e| {
+            DaemonError::Local(format!(
+                "the folder '{}' cannot be used: {e}",
+                options.folder.display()
+            ))
+        })?;
+        let state_dir = state_dir_for(&folder)?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let engine = Engine::open(
+            EngineOptions {
+                root: folder.clone(),
+                state_dir: state_dir.clone(),
+                device: config.device.clone(),
+                allow_mass_delete: options.allow_mass_delete,
+            },
+            tx,
+        )?;
+        let shared: Shared = Arc::new(std::sync::Mutex::new(DaemonStatus::starting(
+            &folder,
+            session.rest().server(),
+        )));
+        // The daemon's own events (summaries, warnings) go through the same task as the
+        // engine's, engine first: a pass's file events are queued before its summary, so they
+        // are published before it.
+        let (own, mut own_rx) = tokio::sync::mpsc::unbounded_channel::<FeedEvent>();
+        let pump = {
+            let shared = Arc::clone(&shared);
+            let feed = feed.clone();
+            tokio::spawn(async move {
+                loop {
+                    let event = tokio::select! {
+                        biased;
+                        Some(event) = rx.recv() => {
+                            track(&shared, &event);
+                            FeedEvent::from(event)
+                        }
+                        Some(event) = own_rx.recv() => event,
+                        else => return,
+                    };
+                    let _ = feed.send(event);
+                }
+            })
+        };
+        if options.remote != "default" {
+            session.ensure_folder(&options.remote).await?;
+        }
+        let remote = connect(&session, &pin, &config.device, &options.remote).await?;
+        Ok(Daemon {
+            engine,
+            remote,
+            session,
+            pin,
+            device: config.device.clone(),
+            remote_name: options.remote,
+            folder,
+            state_dir,
+            interval: options.interval,
+            shared,
+            commands: Arc::new(Commands::default()),
+            feed,
+            own,
+            pump,
+        })
+    }
+
+    /// The synced folder (canonical).
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    /// The folder's state dir (where its control socket is bound while [`Daemon::run`] runs).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The status the daemon publishes.
+    pub fn status(&self) -> Shared {
+        Arc::clone(&self.shared)
+    }
+
+    /// Stop, pause, resume and wake the daemon from outside.
+    pub fn commands(&self) -> Arc<Commands> {
+        Arc::clone(&self.commands)
+    }
+
+    /// One pass, renewing the token or the connection once if they lapsed. The bandwidth
+    /// limits are read from the config first, so a changed setting applies from the next pass.
+    ///
+    /// # Errors
+    /// The pass failed.
+    pub async fn pass(&mut self) -> Result<PassSummary, DaemonError> {
+        if let Ok(config) = crate::config::config_dir().and_then(|dir| Config::load(&dir)) {
+            let (up, down) = bandwidth_limits(&config);
+            self.remote.set_limits(up, down);
+        }
+        match self.engine.pass(&self.remote).await {
+            Err(SyncError::Remote(err)) if err.code() == Some(ErrorCode::Unauthorized) => {
+                self.session.invalidate().await;
+                let token = self.session.access_token().await?;
+                self.remote.hello(&token.0, &self.device).await?;
+            }
+            Err(SyncError::Remote(RemoteError::Stream(_) | RemoteError::Connect { .. })) => {
+                self.reconnect().await?;
+            }
+            other => return Ok(other?),
+        }
+        Ok(self.engine.pass(&self.remote).await?)
+    }
+
+    async fn reconnect(&mut self) -> Result<(), DaemonError> {
+        let remote = connect(&self.session, &self.pin, &self.device, &self.remote_name).await?;
+        if let Ok(config) = crate::config::config_dir().and_then(|dir| Config::load(&dir)) {
+            let (up, down) = bandwidth_limits(&config);
+            remote.set_limits(up, down);
+        }
+        self.remote = remote;
+        Ok(())
+    }
+
+    fn warn(&self, message: String) {
+        let _ = self.own.send(FeedEvent::Warning { message });
+    }
+
+    /// Keeps the folder in sync until `stop` completes or a `stop` request arrives on the
+    /// control socket (bound here; a daemon that cannot bind it still syncs, and says so).
+    ///
+    /// # Errors
+    /// Only a failure to start; failed passes are published and retried.
+    pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<(), DaemonError> {
+        let control = match Control::start(
+            &self.state_dir,
+            Arc::clone(&self.shared),
+            Arc::clone(&self.commands),
+            self.feed.clone(),
+        ) {
+            Ok(control) => Some(control),
+            Err(err) => {
+                self.warn(format!(
+                    "no control socket in {} ({err}); `cairn sync status|stop` and the desktop app will not see this sync",
+                    self.state_dir.display()
+                ));
+                None
+            }
+        };
+        let commands = Arc::clone(&self.commands);
+        let mut stop = std::pin::pin!(async move {
+            tokio::select! {
+                () = stop => {}
+                () = commands.stop.notified() => {}
+            }
+        });
+        self.serve(&mut stop).await;
+        drop(control);
+        self.remote.close();
+        let Daemon {
+            engine, pump, own, ..
+        } = self;
+        drop(engine);
+        drop(own);
+        let _ = pump.await;
+        Ok(())
+    }
+
+    async fn serve(&mut self, stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>) {
+        let mut watcher = match FolderWatcher::start(&self.folder) {
+            Ok(watcher) => Some(watcher),
+            Err(reason) => {
+                self.warn(format!(
+                    "cannot watch {} for changes ({reason}); scanning every {} s instead",
+                    self.folder.display(),
+                    self.interval.unwrap_or(FALLBACK_SCAN).as_secs()
+                ));
+                None
+            }
+        };
+        lock(&self.shared).watching = watcher.is_some();
+        let interval = self
+            .interval
+            .unwrap_or(if watcher.is_some() {
+                SAFETY_SCAN
+            } else {
+                FALLBACK_SCAN
+            })
+            .max(Duration::from_secs(1));
+        let mut last_seq = None;
+        loop {
+            if self.commands.paused() {
+                lock(&self.shared).state = "paused".into();
+                lock(&self.shared).paused = true;
+                tokio::select! {
+                    () = &mut *stop => return,
+                    () = self.commands.wake.notified() => continue,
+                }
+            }
+            {
+                let mut status = lock(&self.shared);
+                status.paused = false;
+                status.state = "syncing".into();
+            }
+            let outcome = self.pass().await;
+            let worked = self.record(&outcome);
+            match outcome {
+                Ok(summary) => {
+                    last_seq = Some(summary.seq);
+                    if worked {
+                        let _ = self
+                            .own
+                            .send(FeedEvent::Summary(PassReport::from(&summary)));
+                    }
+                    // A pass that moved something ends before it can see the result agree: the
+                    // next pass confirms it (or finds what changed meanwhile) at once. A pass
+                    // that could not finish some paths waits for a trigger instead.
+                    if worked && !summary.in_sync {
+                        continue;
+                    }
+                }
+                Err(err) => {
+                    self.warn(format!(
+                        "sync pass failed: {}; retrying",
+                        one_line(&err.to_string())
+                    ));
+                    if self.reconnect().await.is_err() {
+                        // The next pass tries again.
+                    }
+                }
+            }
+            // Wait for a local change, a moved head (one round trip a second), a request, the
+            // safety-net interval, or a stop.
+            let deadline = tokio::time::Instant::now() + interval;
+            loop {
+                tokio::select! {
+                    () = &mut *stop => return,
+                    () = self.commands.wake.notified() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    changed = local_change(&mut watcher) => {
+                        if changed {
+                            break;
+                        }
+                        self.warn("the folder watcher stopped; scanning on the interval only".into());
+                        watcher = None;
+                    }
+                }
+                if self.commands.paused() {
+                    break;
+                }
+                match self.remote.head().await {
+                    // Someone committed since this daemon's last pass.
+                    Ok((seq, _)) if Some(seq) != last_seq => break,
+                    Ok(_) => {}
+                    // The connection or the session lapsed: the pass reconnects.
+                    Err(_) => break,
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Puts a pass's outcome into the shared status; returns whether the pass moved something.
+    fn record(&self, outcome: &Result<PassSummary, DaemonError>) -> bool {
+        let mut status = lock(&self.shared);
+        status.phase = None;
+        status.progress = None;
+        status.last_pass_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match outcome {
+            Ok(summary) => {
+                status.state = if summary.in_sync { "idle" } else { "syncing" }.into();
+                status.seq = summary.seq;
+                status.in_sync = summary.in_sync;
+                status.last_error = None;
+                summary.uploaded
+                    + summary.downloaded
+                    + summary.deleted_local
+                    + summary.deleted_remote
+                    + summary.conflicts
+                    > 0
+            }
+            Err(err) => {
+                status.state = "error".into();
+                status.last_error = Some(one_line(&err.to_string()));
+                false
+            }
+        }
+    }
+}
+
+/// The setting holding the upload limit, KiB/s (absent or 0: unlimited).
+pub const UPLOAD_LIMIT_SETTING: &str = "upload_limit_kib";
+
+/// The setting holding the download limit, KiB/s (absent or 0: unlimited).
+pub const DOWNLOAD_LIMIT_SETTING: &str = "download_limit_kib";
+
+/// The bandwidth limits a config asks for, bytes per second (up, down). A value that is not a
+/// whole number of KiB/s is ignored (unlimited) rather than guessed at.
+pub fn bandwidth_limits(config: &Config) -> (Option<u64>, Option<u64>) {
+    let limit = |key: &str| {
+        config
+            .settings
+            .get(key)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&kib| kib > 0)
+            .map(|kib| kib.saturating_mul(1024))
+    };
+    (limit(UPLOAD_LIMIT_SETTING), limit(DOWNLOAD_LIMIT_SETTING))
+}
+
+/// Keeps the shared status's phase and progress up to date from the engine's events.
+fn track(shared: &Shared, event: &Event) {
+    match event {
+        Event::Phase(phase) => {
+            let mut status = lock(shared);
+            status.phase = Some((*phase).to_owned());
+            status.progress = None;
+        }
+        Event::Progress {
+            direction,
+            done,
+            total,
+        } => {
+            lock(shared).progress = Some(Progress {
+                direction: (*direction).to_owned(),
+                done: *done,
+                total: *total,
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Waits for a debounced change of the watched folder (forever when it is not watched).
+async fn local_change(watcher: &mut Option<FolderWatcher>) -> bool {
+    match watcher {
+        Some(watcher) => watcher.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `text` on one line (newlines and runs of spaces folded).
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_events_keep_the_cli_json_shapes() {
+        let file = FeedEvent::File {
+            path: "a/b.txt".into(),
+            what: "uploaded".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&file).expect("json"),
+            serde_json::json!({"kind": "file", "path": "a/b.txt", "what": "uploaded"})
+        );
+        let summary = FeedEvent::Summary(PassReport {
+            seq: 7,
+            in_sync: true,
+            uploaded: 1,
+            ..PassReport::default()
+        });
+        let value = serde_json::to_value(&summary).expect("json");
+        assert_eq!(value["kind"], "summary");
+        assert_eq!(value["seq"], 7);
+        assert_eq!(value["uploaded"], 1);
+        let back: FeedEvent = serde_json::from_value(value).expect("parse");
+        assert_eq!(back, summary);
+    }
+
+    #[test]
+    fn bandwidth_limits_come_from_settings_in_kib() {
+        let mut config = Config::new_device();
+        assert_eq!(bandwidth_limits(&config), (None, None));
+        config
+            .settings
+            .insert(UPLOAD_LIMIT_SETTING.into(), "512".into());
+        config
+            .settings
+            .insert(DOWNLOAD_LIMIT_SETTING.into(), "0".into());
+        assert_eq!(bandwidth_limits(&config), (Some(512 * 1024), None));
+        config
+            .settings
+            .insert(DOWNLOAD_LIMIT_SETTING.into(), "fast".into());
+        assert_eq!(bandwidth_limits(&config), (Some(512 * 1024), None));
+    }
+
+    #[test]
+    fn one_line_folds_whitespace() {
+        assert_eq!(one_line("a\n  b\tc "), "a b c");
+    }
+}
