@@ -74,7 +74,22 @@ pub(crate) fn run(args: &ConflictsArgs, dir: &Path) -> anyhow::Result<Report> {
         Keep::Local => conflicts::Keep::Local,
         Keep::Both => conflicts::Keep::Both,
     };
-    let kept = conflicts::resolve(state_dir, list, i, keep).map_err(|e| fail("local", e))?;
+    let kept = if record.kept.is_some() && keep != conflicts::Keep::Remote {
+        // This device's version is only in the server's history: fetch it.
+        let (config, session) = crate::files::session(dir)?;
+        crate::runtime()?
+            .block_on(conflicts::resolve_fetching(
+                &session,
+                state_dir,
+                list,
+                i,
+                keep,
+                &config.device,
+            ))
+            .map_err(|e| fail("server", e))?
+    } else {
+        conflicts::resolve(state_dir, list, i, keep).map_err(|e| fail("local", e))?
+    };
     let what = match kept {
         "both" => "both contents (the copy stays as a file of its own)",
         "local" => "the local content",
@@ -109,6 +124,10 @@ fn list(found: &[(std::path::PathBuf, FolderConflicts)]) -> anyhow::Result<Repor
                     "{}: changed here and on another device; theirs is at the path, yours at '{copy}'",
                     c.path
                 ),
+                (None, "both_edited") => format!(
+                    "{}: changed here and on another device; theirs is at the path, yours is in the version history",
+                    c.path
+                ),
                 (None, _) => format!(
                     "{}: edited on one side, deleted on the other; the edit was kept",
                     c.path
@@ -119,6 +138,7 @@ fn list(found: &[(std::path::PathBuf, FolderConflicts)]) -> anyhow::Result<Repor
                 "folder": list.folder.display().to_string(),
                 "path": c.path,
                 "copy": c.copy,
+                "in_history": c.kept.is_some(),
                 "reason": c.reason,
                 "winner": c.winner,
                 "recorded_at": c.at,

@@ -252,9 +252,12 @@ fn print_event(event: &FeedEvent, json: bool) {
     }
     match event {
         FeedEvent::File { path, what } => eprintln!("{what}: {path}"),
-        FeedEvent::Conflict { path, copy, .. } => match copy {
+        FeedEvent::Conflict { path, copy, reason } => match copy {
             Some(copy) => eprintln!(
                 "conflict: {path} was changed here and on another device; your version is kept as '{copy}'"
+            ),
+            None if reason == "both_edited" => eprintln!(
+                "conflict: {path} was changed here and on another device; theirs is at the path, yours is in the version history (`cairn conflicts`)"
             ),
             None => eprintln!(
                 "conflict: {path} was edited on one side and deleted on the other; the edit was kept"

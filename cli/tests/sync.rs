@@ -224,6 +224,62 @@ async fn two_devices_sync_through_the_cli() {
         b"alpha from b"
     );
 
+    // Conflict copies off on b: its losing version goes to the version history only, and
+    // keeping it fetches it back from there.
+    b.ok(&["config", "set", "conflict_copies", "false"]).await;
+    std::fs::write(a.folder().join("docs/a.txt"), b"third from a").expect("write");
+    std::fs::write(b.folder().join("docs/a.txt"), b"third from b").expect("write");
+    a.sync_once(&server).await;
+    let out = b
+        .run(&[
+            "--json",
+            "sync",
+            "start",
+            "--folder",
+            folder.to_str().expect("utf-8"),
+            "--once",
+        ])
+        .await;
+    assert_one_line_failure(&out, 3, "see `cairn conflicts`");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"kind\":\"conflict\""), "{stdout}");
+    assert_eq!(
+        std::fs::read(b.folder().join("docs/a.txt")).expect("read"),
+        b"third from a"
+    );
+    assert_eq!(tree(&a.folder()), tree(&b.folder()), "no copy was made");
+    let listed = run_json(&b.run(&["--json", "conflicts"]).await);
+    let conflict = &listed["conflicts"][0];
+    assert_eq!(conflict["copy"], Value::Null, "{listed}");
+    assert_eq!(conflict["in_history"], true, "{listed}");
+    let human = b.run(&["conflicts"]).await;
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("yours is in the version history"),
+        "{human:?}"
+    );
+    let resolved = run_json(
+        &b.run(&[
+            "--json",
+            "conflicts",
+            "--resolve",
+            "docs/a.txt",
+            "--keep",
+            "local",
+        ])
+        .await,
+    );
+    assert_eq!(resolved["kept"], "local");
+    assert_eq!(
+        std::fs::read(b.folder().join("docs/a.txt")).expect("read"),
+        b"third from b"
+    );
+    b.sync_once(&server).await;
+    a.sync_once(&server).await;
+    assert_eq!(
+        std::fs::read(a.folder().join("docs/a.txt")).expect("read"),
+        b"third from b"
+    );
+
     // Not logged in there: a one-line error and a non-zero exit.
     let c = Device::new();
     let folder = c.folder();

@@ -21,6 +21,10 @@ pub struct ConflictRecord {
     /// Where this device's losing content was kept, relative to the folder (none for
     /// edit-versus-delete, where the edit won).
     pub copy: Option<String>,
+    /// With conflict copies off: the file node (hex) of this device's losing content, which was
+    /// kept in the server's version history instead of a copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
     /// `both_edited`, `edited_vs_deleted` or `type_clash`.
     pub reason: String,
     /// Which content is at `path`: `remote` (another device's) or `local`.
@@ -133,8 +137,16 @@ pub fn resolve(
         .get(index)
         .cloned()
         .ok_or_else(|| "no such conflict".to_owned())?;
+    if record.kept.is_some() && keep != Keep::Remote {
+        return Err(format!(
+            "your version of '{}' is in the version history, not in a copy; it must be fetched \
+             from the server (the app and `cairn conflicts --resolve` do that)",
+            record.path
+        ));
+    }
     let target = list.folder.join(&record.path);
     let kept = match (keep, &record.copy) {
+        (Keep::Remote, None) if record.kept.is_some() => "remote",
         (Keep::Both, _) => "both",
         (Keep::Remote, Some(copy)) => {
             let copy = list.folder.join(copy);
@@ -160,6 +172,70 @@ pub fn resolve(
     Ok(kept)
 }
 
+/// [`resolve`] for any conflict, fetching from the server what only the version history
+/// holds: when this device's version was kept there instead of in a copy, keeping it downloads
+/// it over the path (`Keep::Local`) or to a conflict copy beside it (`Keep::Both`, named
+/// like the copy the engine would have made, with `device`).
+///
+/// # Errors
+/// As [`resolve`]; the server cannot be reached or no longer has the version (the REST API
+/// shows the `default` folder only, so a version kept in another folder cannot be fetched).
+pub async fn resolve_fetching(
+    session: &crate::rest::Session,
+    state_dir: &Path,
+    list: &mut FolderConflicts,
+    index: usize,
+    keep: Keep,
+    device: &str,
+) -> Result<&'static str, String> {
+    let record = list
+        .conflicts
+        .get(index)
+        .cloned()
+        .ok_or_else(|| "no such conflict".to_owned())?;
+    let Some(hash) = record.kept.as_deref().filter(|_| keep != Keep::Remote) else {
+        return resolve(state_dir, list, index, keep);
+    };
+    let missing = || {
+        format!(
+            "your version of '{}' is no longer in the server's history of the default folder",
+            record.path
+        )
+    };
+    let file = session
+        .file_at(&record.path)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(missing)?;
+    let version = session
+        .versions(file.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .versions
+        .into_iter()
+        .find(|v| v.hash == hash && !v.deleted)
+        .ok_or_else(missing)?;
+    let rel = cairn_protocol::path::RelPath::parse(&record.path).map_err(|e| e.to_string())?;
+    let (dest, kept) = match keep {
+        Keep::Local => (list.folder.join(&record.path), "local"),
+        _ => {
+            let at = crate::time::utc_from_unix(i64::try_from(record.at).unwrap_or(0));
+            let copy = (1..=1000)
+                .map(|n| crate::plan::conflict_name(&rel, device, at, n))
+                .find(|name| std::fs::symlink_metadata(list.folder.join(name.as_str())).is_err())
+                .ok_or_else(|| format!("no free name for a copy of '{}'", record.path))?;
+            (list.folder.join(copy.as_str()), "both")
+        }
+    };
+    session
+        .download(file.id, Some(version.version), &dest, &mut |_, _| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    list.conflicts.remove(index);
+    save(state_dir, list)?;
+    Ok(kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +244,7 @@ mod tests {
         ConflictRecord {
             path: path.into(),
             copy: copy.map(Into::into),
+            kept: None,
             reason: "both_edited".into(),
             winner: "remote".into(),
             at: 1,

@@ -371,6 +371,7 @@ impl Daemon {
         if let Ok(config) = crate::config::config_dir().and_then(|dir| Config::load(&dir)) {
             let (up, down) = bandwidth_limits(&config);
             self.remote.set_limits(up, down);
+            self.engine.set_conflict_copies(conflict_copies(&config));
         }
         match self.engine.pass(&self.remote).await {
             Err(SyncError::Remote(err)) if err.code() == Some(ErrorCode::Unauthorized) => {
@@ -586,6 +587,23 @@ pub fn bandwidth_limits(config: &Config) -> (Option<u64>, Option<u64>) {
     (limit(UPLOAD_LIMIT_SETTING), limit(DOWNLOAD_LIMIT_SETTING))
 }
 
+/// The setting that turns conflict copies off (`false`, `off`, `no` or `0`); on otherwise.
+pub const CONFLICT_COPIES_SETTING: &str = "conflict_copies";
+
+/// Whether a config asks for conflict copies (the default) or for losers kept only in the
+/// version history.
+pub fn conflict_copies(config: &Config) -> bool {
+    !config
+        .settings
+        .get(CONFLICT_COPIES_SETTING)
+        .is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "false" | "off" | "no" | "0"
+            )
+        })
+}
+
 /// Keeps the shared status's phase and progress up to date from the engine's events.
 fn track(shared: &Shared, event: &Event) {
     match event {
@@ -665,6 +683,23 @@ mod tests {
             .settings
             .insert(DOWNLOAD_LIMIT_SETTING.into(), "fast".into());
         assert_eq!(bandwidth_limits(&config), (Some(512 * 1024), None));
+    }
+
+    #[test]
+    fn conflict_copies_are_on_unless_turned_off() {
+        let mut config = Config::new_device();
+        assert!(conflict_copies(&config));
+        for (value, on) in [
+            ("false", false),
+            ("Off", false),
+            ("0", false),
+            ("true", true),
+        ] {
+            config
+                .settings
+                .insert(CONFLICT_COPIES_SETTING.into(), value.into());
+            assert_eq!(conflict_copies(&config), on, "{value}");
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use cairn_protocol::diff::diff;
 use cairn_protocol::path::RelPath;
+use cairn_protocol::wire::KeptVersion;
 use cairn_store::chunk::ChunkConfig;
 use cairn_store::dir::{chunk_dir, store_dir};
 use cairn_store::edit::{Edit, edit_many};
@@ -55,6 +56,10 @@ const BYTES_PER_BATCH: usize = 16 * 1024 * 1024;
 /// A pass that would delete more than half of a folder's files, and at least this many, stops
 /// and asks (`SyncError::MassDelete`) unless allowed.
 pub const MASS_DELETE_FILES_MIN: usize = 100;
+
+/// Conflict losers one commit keeps in the history without copies (see
+/// [`Engine::set_conflict_copies`]); a pass with more makes copies instead.
+const KEPT_PER_COMMIT_MAX: usize = 256;
 
 /// Passes that may find a moved head before a pass gives up.
 const STALE_RETRIES_MAX: u32 = 5;
@@ -190,6 +195,7 @@ pub struct Engine {
     nodes: Arc<FsBlockStore>,
     state: State,
     events: UnboundedSender<Event>,
+    conflict_copies: bool,
 }
 
 /// Takes the state dir's lock (`engine.lock`, holding the owner's pid), or says who holds it.
@@ -320,7 +326,14 @@ impl Engine {
             nodes: Arc::new(nodes),
             state,
             events,
+            conflict_copies: true,
         })
+    }
+
+    /// Whether a local file that loses an edit conflict is kept as a copy beside the path (the
+    /// default) or only in the server's version history (see [`plan::PlanInput`]).
+    pub fn set_conflict_copies(&mut self, copies: bool) {
+        self.conflict_copies = copies;
     }
 
     fn emit(&self, event: Event) {
@@ -355,13 +368,27 @@ impl Engine {
             // Ignored paths exist on neither side, so nothing touches them.
             let base = self.ignores.filter(&self.state.base);
             let remote_view = self.ignores.filter(&self.state.remote);
-            let planned = plan::plan(&plan::PlanInput {
+            let input = plan::PlanInput {
                 base: &base,
                 local: &local,
                 remote: &remote_view,
                 device: &self.options.device,
                 now_utc: now,
-            });
+                conflict_copies: self.conflict_copies,
+            };
+            let mut planned = plan::plan(&input);
+            let kept = planned
+                .conflicts
+                .iter()
+                .filter(|c| c.kept.is_some())
+                .count();
+            if kept > KEPT_PER_COMMIT_MAX {
+                // One commit carries every kept version; beyond the cap, copies keep them.
+                planned = plan::plan(&plan::PlanInput {
+                    conflict_copies: true,
+                    ..input
+                });
+            }
             self.guard_mass_delete(&planned)?;
             for group in &planned.collisions {
                 self.emit(Event::Collision {
@@ -385,6 +412,7 @@ impl Engine {
                 records.push(crate::conflicts::ConflictRecord {
                     path: conflict.path.to_string(),
                     copy: conflict.copy.as_ref().map(ToString::to_string),
+                    kept: conflict.kept.as_ref().map(|e| e.node.to_string()),
                     reason: reason.to_owned(),
                     winner: winner.to_owned(),
                     at: std::time::SystemTime::now()
@@ -456,6 +484,7 @@ impl Engine {
                 remote: &remote_view,
                 device: &self.options.device,
                 now_utc: crate::time::utc_now(),
+                conflict_copies: true,
             });
             let Some(committed) = self
                 .commit_plan(remote, (seq, root), &planned, &local, &mut summary)
@@ -514,6 +543,7 @@ impl Engine {
             remote: &target,
             device: &self.options.device,
             now_utc: crate::time::utc_now(),
+            conflict_copies: true,
         });
         let mut summary = PassSummary::default();
         self.emit(Event::Phase("downloading"));
@@ -536,7 +566,7 @@ impl Engine {
         local: &Tree,
         summary: &mut PassSummary,
     ) -> Result<Option<(u64, NodeId)>, SyncError> {
-        if planned.remote.is_empty() {
+        if planned.remote.is_empty() && planned.conflicts.iter().all(|c| c.kept.is_none()) {
             return Ok(Some((seq, root)));
         }
         self.emit(Event::Phase("uploading"));
@@ -785,10 +815,18 @@ impl Engine {
         let new_root = blocking(move || Ok(edit_many(nodes.as_ref(), &root, &edits)?)).await?;
         // Data blocks of new file content, with where to read them locally.
         let mut sources: BTreeMap<BlockId, (RelPath, u64, u32)> = BTreeMap::new();
-        for action in &planned.remote {
-            if let Action::Put { path, entry } = action
-                && entry.kind == Kind::File
-            {
+        // Conflict losers kept in the history without a copy: still at their path locally.
+        let kept: Vec<(&RelPath, &Entry)> = planned
+            .conflicts
+            .iter()
+            .filter_map(|c| c.kept.as_ref().map(|e| (&c.path, e)))
+            .collect();
+        let puts = planned.remote.iter().filter_map(|action| match action {
+            Action::Put { path, entry } => Some((path, entry)),
+            _ => None,
+        });
+        for (path, entry) in puts.chain(kept.iter().copied()) {
+            if entry.kind == Kind::File {
                 let Node::File(file) = self.nodes.get_node(&entry.node)? else {
                     continue;
                 };
@@ -841,6 +879,7 @@ impl Engine {
         // Nodes the server lacks, found top-down, sent bottom-up.
         let mut levels: Vec<Vec<NodeId>> = Vec::new();
         let mut frontier = vec![new_root];
+        frontier.extend(kept.iter().map(|(_, e)| e.node));
         let mut seen = HashSet::new();
         while !frontier.is_empty() {
             let ids: Vec<BlockId> = frontier.iter().map(|id| BlockId::from(*id)).collect();
@@ -874,7 +913,14 @@ impl Engine {
                 remote.put_blocks(&blocks).await?;
             }
         }
-        let result = remote.commit(seq, new_root).await?;
+        let kept_versions: Vec<KeptVersion> = kept
+            .iter()
+            .map(|(path, entry)| KeptVersion {
+                path: path.to_string(),
+                node: entry.node,
+            })
+            .collect();
+        let result = remote.commit_keeping(seq, new_root, &kept_versions).await?;
         if let CommitResult::Committed(_) = result {
             for action in &planned.remote {
                 let (path, what) = match action {

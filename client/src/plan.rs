@@ -86,6 +86,12 @@ pub struct PlanInput<'a> {
     pub device: &'a str,
     /// The current time, used in conflict copy names.
     pub now_utc: UtcTime,
+    /// Whether a local file that loses a [`ConflictReason::BothEdited`] conflict is kept as a
+    /// copy beside the path (the default). Without copies it is overwritten and kept only in
+    /// the version history: the plan gives it in [`Conflict::kept`], and the caller must
+    /// commit it as a kept version before anything overwrites it. Symlink losers and type
+    /// clashes always get a copy, because the history holds only files.
+    pub conflict_copies: bool,
 }
 
 /// What a sync pass must do, as decided by [`plan`].
@@ -153,6 +159,9 @@ pub struct Conflict {
     pub copy: Option<RelPath>,
     /// What kind of disagreement.
     pub reason: ConflictReason,
+    /// The losing local file when no copy is made (see [`PlanInput::conflict_copies`]): it must
+    /// reach the version history before the winner overwrites it.
+    pub kept: Option<Entry>,
 }
 
 /// Why a [`Conflict`] was recorded.
@@ -505,6 +514,17 @@ fn place_copies(
     pending
         .into_iter()
         .map(|item| {
+            let history_only = !input.conflict_copies
+                && item.reason == ConflictReason::BothEdited
+                && item.copy.as_ref().is_some_and(|e| e.kind == Kind::File);
+            if history_only {
+                return Conflict {
+                    path: item.path,
+                    copy: None,
+                    reason: item.reason,
+                    kept: item.copy,
+                };
+            }
             let copy = item.copy.and_then(|entry| {
                 let name = free_copy_name(merged, &item.path, input)?;
                 merged.insert(name.clone(), entry);
@@ -514,6 +534,7 @@ fn place_copies(
                 path: item.path,
                 copy,
                 reason: item.reason,
+                kept: None,
             }
         })
         .collect()
@@ -871,6 +892,7 @@ mod tests {
             path: path(text),
             copy: copy.map(path),
             reason,
+            kept: None,
         }
     }
 
@@ -881,6 +903,7 @@ mod tests {
             remote,
             device: DEVICE,
             now_utc: NOW,
+            conflict_copies: true,
         }
     }
 
@@ -949,8 +972,12 @@ mod tests {
                             .map(content_key)
                             == key
                 });
+                let in_history = out
+                    .conflicts
+                    .iter()
+                    .any(|c| &c.path == entry_path && c.kept.as_ref().map(content_key) == key);
                 assert!(
-                    at_path || in_copy,
+                    at_path || in_copy || in_history,
                     "{entry_path}: {entry:?} lost in {out:#?}"
                 );
             }
@@ -1110,6 +1137,44 @@ mod tests {
             [conflict("new.md", Some(&copy), ConflictReason::BothEdited)]
         );
         assert_eq!(out.merged, tree(&[("new.md", file(3)), (&copy, file(2))]));
+    }
+
+    #[test]
+    fn without_copies_the_local_loser_goes_to_the_history_only() {
+        // Goal: with conflict copies off, the remote version is written over the local one and
+        // the local one is handed back as `kept`, so it can be committed to the history first;
+        // a symlink loser and a type clash still get copies (the history holds only files).
+        let base = tree(&[("doc.txt", file(1)), ("ln", link(1))]);
+        let local = tree(&[("doc.txt", file(2)), ("ln", link(2)), ("d", file(5))]);
+        let remote = tree(&[
+            ("doc.txt", file(3)),
+            ("ln", link(3)),
+            ("d", dir()),
+            ("d/x", file(6)),
+        ]);
+        let input = PlanInput {
+            conflict_copies: false,
+            ..input(&base, &local, &remote)
+        };
+        let out = check_total(&input);
+        let kept = out
+            .conflicts
+            .iter()
+            .find(|c| c.path == path("doc.txt"))
+            .expect("doc.txt conflict");
+        assert_eq!(kept.copy, None);
+        assert_eq!(kept.kept, Some(file(2)));
+        assert_eq!(out.merged.get(&path("doc.txt")), Some(&file(3)));
+        assert!(out.local.contains(&put("doc.txt", file(3))));
+        assert!(
+            out.conflicts
+                .iter()
+                .filter(|c| c.path != path("doc.txt"))
+                .all(|c| c.copy.is_some() && c.kept.is_none()),
+            "{:#?}",
+            out.conflicts
+        );
+        assert_eq!(execute(&local, &out.local), Ok(out.merged.clone()));
     }
 
     #[test]
@@ -1743,6 +1808,16 @@ mod tests {
         }
 
         #[test]
+        fn prop_nothing_lost_without_copies((base, local, remote) in arb_trees()) {
+            // Property 3 with conflict copies off: a loser not at its path or in a copy is
+            // handed back to be kept in the history, and the plan still converges.
+            let input = PlanInput { conflict_copies: false, ..input(&base, &local, &remote) };
+            let out = check_total(&input);
+            prop_assert_eq!(execute(&local, &out.local), Ok(out.merged.clone()));
+            prop_assert_eq!(execute(&remote, &out.remote), Ok(out.merged));
+        }
+
+        #[test]
         fn prop_order_independent(
             (base_ops, local_ops, first, second) in (
                 prop::collection::vec(arb_op(), 0..10),
@@ -1772,10 +1847,11 @@ mod tests {
             remote in arb_any_tree(),
             device in prop_oneof![Just(String::from(DEVICE)), any::<String>()],
             now_utc in any::<UtcTime>(),
+            conflict_copies in any::<bool>(),
         ) {
             // Property 5: no panic on any input, and even malformed trees converge to a valid
             // merged tree.
-            let input = PlanInput { base: &base, local: &local, remote: &remote, device: &device, now_utc };
+            let input = PlanInput { base: &base, local: &local, remote: &remote, device: &device, now_utc, conflict_copies };
             check_total(&input);
         }
 

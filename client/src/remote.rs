@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cairn_protocol::stream::{StreamError, read_control, read_raw, write_control, write_raw};
-use cairn_protocol::wire::{self, ErrorCode, Request, Response};
+use cairn_protocol::wire::{self, ErrorCode, KeptVersion, Request, Response};
 use cairn_store::{BlockId, NodeId};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -318,10 +318,34 @@ impl Remote {
     /// # Errors
     /// [`RemoteError`].
     pub async fn commit(&self, base_seq: u64, root: NodeId) -> Result<CommitResult, RemoteError> {
-        let request = Request::Commit {
-            folder: self.folder.clone(),
-            base_seq,
-            root,
+        self.commit_keeping(base_seq, root, &[]).await
+    }
+
+    /// [`Remote::commit`] that also keeps conflict losers in the version history (their nodes
+    /// and blocks put before): each is recorded as a version of its path just before the new
+    /// head's version. With none it is a plain commit.
+    ///
+    /// # Errors
+    /// As [`Remote::commit`].
+    pub async fn commit_keeping(
+        &self,
+        base_seq: u64,
+        root: NodeId,
+        kept: &[KeptVersion],
+    ) -> Result<CommitResult, RemoteError> {
+        let request = if kept.is_empty() {
+            Request::Commit {
+                folder: self.folder.clone(),
+                base_seq,
+                root,
+            }
+        } else {
+            Request::CommitKeeping {
+                folder: self.folder.clone(),
+                base_seq,
+                root,
+                kept: kept.to_vec(),
+            }
         };
         match self.call(&request, &[]).await?.0 {
             Response::Committed { seq } => Ok(CommitResult::Committed(seq)),

@@ -295,6 +295,100 @@ async fn concurrent_edits_keep_both_and_edit_beats_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_conflict_copies_the_loser_is_kept_in_the_version_history() {
+    let server = start_server().await;
+    let token = token(&server, "carol").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    b.engine.set_conflict_copies(false);
+    a.write("report.txt", b"v1");
+    a.sync().await;
+    b.sync().await;
+
+    a.write("report.txt", b"from a");
+    b.write("report.txt", b"from b, longer");
+    a.sync().await;
+    let pass = b.sync().await;
+    assert_eq!(pass.conflicts, 1, "{pass:?}");
+    let told = b.conflicts();
+    assert!(
+        matches!(&told[..], [Event::Conflict { copy: None, reason, .. }] if reason == "both_edited"),
+        "{told:?}"
+    );
+    let record = cairn_client::conflicts::load(b._dirs.1.path())
+        .expect("load")
+        .expect("recorded");
+    assert!(record.conflicts[0].kept.is_some(), "{record:?}");
+    a.sync().await;
+    // No copy anywhere: both folders hold the winner only.
+    let expected = BTreeMap::from([("report.txt".to_owned(), (b"from a".to_vec(), 0o644))]);
+    let plain = |root: &Path| {
+        snapshot(root)
+            .into_iter()
+            .map(|(p, (bytes, _))| (p, (bytes, 0o644)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(plain(&a.root), expected);
+    assert_eq!(plain(&b.root), expected);
+
+    // The history: v1 (laptop), "from a" (laptop), b's loser (desktop), "from a" again as the
+    // head, still credited to the laptop.
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let client = client.clone();
+        let token = token.clone();
+        let url = format!("{}{path}", server.http);
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+    let files: serde_json::Value = get("/files/?path=report.txt".into())
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = files["files"][0]["id"].as_i64().expect("file id");
+    let versions: serde_json::Value = get(format!("/files/{id}/versions"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let versions = versions["versions"].as_array().expect("versions").clone();
+    let mut seen = Vec::new();
+    for v in &versions {
+        let n = v["version"].as_u64().expect("n");
+        let bytes = get(format!("/files/{id}/download?version={n}"))
+            .await
+            .bytes()
+            .await
+            .expect("body");
+        seen.push((
+            String::from_utf8_lossy(&bytes).into_owned(),
+            v["device"].as_str().expect("device").to_owned(),
+        ));
+    }
+    let pair = |text: &str, device: &str| (text.to_owned(), device.to_owned());
+    assert_eq!(
+        seen,
+        [
+            pair("from a", "laptop"),
+            pair("from b, longer", "desktop"),
+            pair("from a", "laptop"),
+            pair("v1", "laptop"),
+        ],
+        "newest first"
+    );
+    // Nothing left to do, on either side.
+    assert!(a.sync().await.in_sync);
+    assert!(b.sync().await.in_sync);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_byte_change_in_a_big_file_moves_few_blocks() {
     let server = start_server().await;
     let token = token(&server, "carol").await;

@@ -83,6 +83,12 @@ pub(crate) enum Command {
     },
     /// Start at login or not.
     SetAutostart(bool),
+    /// Keep conflict losers as copies beside the path (true) or only in the version history.
+    SetConflictCopies(bool),
+    /// Sync another local folder (the text the user typed; `~` expands): the sync restarts on it.
+    ChangeFolder(String),
+    /// Use another server: logs out here and shows the setup view for the new server.
+    ChangeServer(String),
     /// Save `.cairnignore`.
     SaveIgnore(String),
     /// Forget the session and show the setup view again.
@@ -151,6 +157,8 @@ pub(crate) struct Started {
     pub(crate) limits: (Option<u64>, Option<u64>),
     /// Whether the app starts at login.
     pub(crate) autostart: bool,
+    /// Whether conflict losers are kept as copies (else only in the version history).
+    pub(crate) conflict_copies: bool,
 }
 
 /// Starts the backend thread; returns where to send commands.
@@ -181,6 +189,8 @@ struct Hosted {
 
 /// The backend's state once syncing.
 struct Running {
+    /// What the window was told when syncing started (sent again after a refused change).
+    started: Started,
     dir: PathBuf,
     session: Session,
     folder: PathBuf,
@@ -342,9 +352,11 @@ impl Running {
             ignore_text: std::fs::read_to_string(folder.join(".cairnignore")).unwrap_or_default(),
             limits: limits_of(config),
             autostart: autostart_path().is_some_and(|p| p.exists()),
+            conflict_copies: daemon::conflict_copies(config),
         };
-        let _ = updates.send(Update::Started(started));
+        let _ = updates.send(Update::Started(started.clone()));
         Ok(Running {
+            started,
             dir: dir.to_path_buf(),
             session,
             folder,
@@ -374,6 +386,33 @@ impl Running {
                     Some(Command::LogOut) => {
                         self.log_out().await;
                         break false;
+                    }
+                    Some(Command::ChangeFolder(text)) => match self.change_folder(&text) {
+                        // The run loop starts the sync again, on the new folder.
+                        Ok(()) => break false,
+                        Err(message) => {
+                            self.send(Update::Started(self.started.clone()));
+                            self.send(Update::Toast(message));
+                        }
+                    },
+                    Some(Command::ChangeServer(text)) => {
+                        match cairn_client::rest::normalize_server_url(text.trim()) {
+                            Ok(server) => {
+                                self.log_out().await;
+                                let _ = Config::update(&self.dir, |config| {
+                                    config.server = Some(server);
+                                    config.quic = None;
+                                });
+                                break false;
+                            }
+                            Err(e) => {
+                                self.send(Update::Started(self.started.clone()));
+                                self.send(Update::Toast(format!(
+                                    "That is not a server address: {}",
+                                    daemon::one_line(&e.to_string())
+                                )));
+                            }
+                        }
                     }
                     Some(command) => self.handle(command).await,
                 },
@@ -488,7 +527,16 @@ impl Running {
                     .flatten()
                     .unwrap_or_default();
                 let path = list.conflicts.get(index).map(|c| c.path.clone());
-                let message = match conflicts::resolve(&self.state_dir, &mut list, index, keep) {
+                let resolved = conflicts::resolve_fetching(
+                    &self.session,
+                    &self.state_dir,
+                    &mut list,
+                    index,
+                    keep,
+                    &self.device,
+                )
+                .await;
+                let message = match resolved {
                     Ok(kept) => format!(
                         "Resolved {}: kept {}",
                         path.unwrap_or_default(),
@@ -519,6 +567,16 @@ impl Running {
                     self.send(Update::Toast(format!("Could not save the limits: {e}")));
                 }
             }
+            Command::SetConflictCopies(on) => {
+                let saved = Config::update(&self.dir, |config| {
+                    config
+                        .settings
+                        .insert(daemon::CONFLICT_COPIES_SETTING.into(), on.to_string());
+                });
+                if let Err(e) = saved {
+                    self.send(Update::Toast(format!("Could not save the setting: {e}")));
+                }
+            }
             Command::SetAutostart(on) => {
                 let outcome = set_autostart(on);
                 if let Err(e) = outcome {
@@ -546,7 +604,11 @@ impl Running {
                     Err(e) => format!("Could not save .cairnignore: {e}"),
                 }));
             }
-            Command::Setup(_) | Command::LogOut | Command::Quit => {}
+            Command::Setup(_)
+            | Command::LogOut
+            | Command::Quit
+            | Command::ChangeFolder(_)
+            | Command::ChangeServer(_) => {}
         }
     }
 
@@ -641,6 +703,35 @@ impl Running {
             self.state_cache = Some((modified, Arc::clone(&state)));
         }
         state
+    }
+
+    /// Saves `text` as the folder to sync, after checking it can be used: a directory (created
+    /// when missing) that is not inside the current folder or holding it.
+    fn change_folder(&self, text: &str) -> Result<(), String> {
+        if text.trim().is_empty() {
+            return Err("Type the folder to sync".into());
+        }
+        let folder = model::expand_home(text.trim());
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| format!("The folder {} cannot be used: {e}", folder.display()))?;
+        let folder = folder
+            .canonicalize()
+            .map_err(|e| format!("The folder {} cannot be used: {e}", folder.display()))?;
+        if folder == self.folder {
+            return Err(format!("{} is already the synced folder", folder.display()));
+        }
+        if folder.starts_with(&self.folder) || self.folder.starts_with(&folder) {
+            return Err(format!(
+                "{} and {} contain one another; choose a folder outside the synced one",
+                folder.display(),
+                self.folder.display()
+            ));
+        }
+        let text = folder.display().to_string();
+        Config::update(&self.dir, |config| {
+            config.settings.insert(FOLDER_SETTING.into(), text);
+        })
+        .map_err(|e| format!("Could not save the folder: {e}"))
     }
 
     async fn log_out(&mut self) {

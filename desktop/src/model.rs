@@ -851,7 +851,7 @@ pub(crate) struct ConflictRow {
     /// What happened and where the other content is.
     pub(crate) subtitle: String,
     /// Whether "keep mine" and "keep both" mean anything (false for edit-versus-delete: the
-    /// edit was kept, only "done" applies).
+    /// edit was kept, only "done" applies): there is a copy, or a version kept in the history.
     pub(crate) has_copy: bool,
 }
 
@@ -870,9 +870,12 @@ pub(crate) fn conflict_rows(records: &[ConflictRecord]) -> Vec<ConflictRow> {
                 (Some(copy), _) => format!(
                     "Changed here and on another device. Theirs is at the path, yours at {copy}"
                 ),
+                (None, _) if c.kept.is_some() => "Changed here and on another device. Theirs is at the path, \
+                     yours is in the version history (keep mine or keep both fetches it)"
+                    .to_owned(),
                 (None, _) => "Edited on one side and deleted on the other; the edit was kept".to_owned(),
             },
-            has_copy: c.copy.is_some(),
+            has_copy: c.copy.is_some() || c.kept.is_some(),
         })
         .collect()
 }

@@ -166,6 +166,30 @@ fn icon_button(icon: &str, tooltip: &str) -> gtk::Button {
     button
 }
 
+/// Hides every `T` inside `widget` (for a composite widget whose own parts have no accessible
+/// name and are not needed).
+fn hide_all<T: IsA<gtk::Widget>>(widget: &impl IsA<gtk::Widget>) {
+    let mut stack = vec![widget.clone().upcast::<gtk::Widget>()];
+    while let Some(current) = stack.pop() {
+        if current.is::<T>() {
+            current.set_visible(false);
+        }
+        let mut child = current.first_child();
+        while let Some(next) = child {
+            child = next.next_sibling();
+            stack.push(next);
+        }
+    }
+}
+
+/// A switch for a preferences row, named like the row for screen readers.
+fn labelled_switch(label: &str, active: bool) -> gtk::Switch {
+    let switch: gtk::Switch = labelled("GtkSwitch", label);
+    switch.set_active(active);
+    switch.set_valign(gtk::Align::Center);
+    switch
+}
+
 fn clear(list: &gtk::ListBox) {
     while let Some(child) = list.first_child() {
         list.remove(&child);
@@ -1175,16 +1199,15 @@ impl Ui {
             .default_width(620)
             .default_height(560)
             .build();
+        // Search is off, but libadwaita 1.2 still builds its unnamed search entry.
+        hide_all::<gtk::SearchEntry>(&window);
         let general = adw::PreferencesPage::builder()
             .title("General")
             .icon_name("emblem-system-symbolic")
             .build();
 
         let sync = adw::PreferencesGroup::builder().title("Syncing").build();
-        let pause = gtk::Switch::builder()
-            .active(self.state.borrow().paused)
-            .valign(gtk::Align::Center)
-            .build();
+        let pause = labelled_switch("Pause syncing", self.state.borrow().paused);
         let pause_row = adw::ActionRow::builder()
             .title("Pause syncing")
             .subtitle("Changes wait here until you resume")
@@ -1200,10 +1223,7 @@ impl Ui {
             });
         }
         sync.add(&pause_row);
-        let autostart = gtk::Switch::builder()
-            .active(started.autostart)
-            .valign(gtk::Align::Center)
-            .build();
+        let autostart = labelled_switch("Start at login", started.autostart);
         let autostart_row = adw::ActionRow::builder()
             .title("Start at login")
             .subtitle("Sync in the background from the moment you log in")
@@ -1222,6 +1242,28 @@ impl Ui {
             });
         }
         sync.add(&autostart_row);
+        let copies = labelled_switch("Keep conflict copies", started.conflict_copies);
+        let copies_row = adw::ActionRow::builder()
+            .title("Keep conflict copies")
+            .subtitle(
+                "When a file changed here and elsewhere, keep your version beside theirs. \
+                 Off: yours is kept in the version history only.",
+            )
+            .build();
+        copies_row.add_suffix(&copies);
+        copies_row.set_activatable_widget(Some(&copies));
+        {
+            let ui = Rc::downgrade(self);
+            copies.connect_active_notify(move |switch| {
+                if let Some(ui) = ui.upgrade() {
+                    ui.send(Command::SetConflictCopies(switch.is_active()));
+                    if let Some(started) = &mut ui.state.borrow_mut().started {
+                        started.conflict_copies = switch.is_active();
+                    }
+                }
+            });
+        }
+        sync.add(&copies_row);
         general.add(&sync);
 
         let bandwidth = adw::PreferencesGroup::builder()
@@ -1271,12 +1313,46 @@ impl Ui {
         }
         general.add(&bandwidth);
 
-        let account = adw::PreferencesGroup::builder().title("Account").build();
+        let account = adw::PreferencesGroup::builder()
+            .title("Account")
+            .description(
+                "A new folder is synced from the moment you apply it. \
+                 A new server asks you to log in there.",
+            )
+            .build();
+        let folder_row = adw::EntryRow::builder()
+            .title("Synced folder")
+            .show_apply_button(true)
+            .build();
+        folder_row.set_text(&started.folder.display().to_string());
+        let server_row = adw::EntryRow::builder()
+            .title("Server")
+            .show_apply_button(true)
+            .build();
+        server_row.set_text(&started.server);
+        for (row, is_folder) in [(&folder_row, true), (&server_row, false)] {
+            let ui = Rc::downgrade(self);
+            let window = window.downgrade();
+            row.connect_apply(move |row| {
+                let Some(ui) = ui.upgrade() else { return };
+                let text = row.text().to_string();
+                ui.state.borrow_mut().started = None;
+                ui.pages.set_visible_child_name("loading");
+                ui.set_main_controls_visible(false);
+                ui.send(if is_folder {
+                    Command::ChangeFolder(text)
+                } else {
+                    Command::ChangeServer(text)
+                });
+                if let Some(window) = window.upgrade() {
+                    window.close();
+                }
+            });
+            account.add(row);
+        }
         for (title, value) in [
-            ("Server", started.server.clone()),
             ("Account", started.username.clone()),
             ("Device", started.device.clone()),
-            ("Folder", started.folder.display().to_string()),
         ] {
             let row = adw::ActionRow::builder()
                 .title(title)
@@ -1374,6 +1450,26 @@ impl SetupView {
             .visible(false)
             .build();
         let password = adw::PasswordEntryRow::builder().title("Password").build();
+        // libadwaita 1.2's own peek button has no accessible name (a screen reader says
+        // "GtkImage"): hide it and offer a named one that shows the text through the row's
+        // GtkText.
+        hide_all::<gtk::Button>(&password);
+        let peek: gtk::ToggleButton = labelled("GtkToggleButton", "Show password");
+        peek.set_icon_name("view-reveal-symbolic");
+        peek.set_tooltip_text(Some("Show password"));
+        peek.add_css_class("flat");
+        peek.set_valign(gtk::Align::Center);
+        {
+            let text = password
+                .delegate()
+                .and_then(|d| d.downcast::<gtk::Text>().ok());
+            peek.connect_toggled(move |button| {
+                if let Some(text) = &text {
+                    text.set_visibility(button.is_active());
+                }
+            });
+        }
+        password.add_suffix(&peek);
         let folder = adw::EntryRow::builder().title("Folder to sync").build();
         let choose = icon_button("folder-open-symbolic", "Choose the folder");
         choose.add_css_class("flat");

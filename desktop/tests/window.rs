@@ -95,7 +95,14 @@ struct App {
 
 impl App {
     fn start(display: &Display, config_dir: &Path, home: &Path) -> App {
-        let child = Command::new(env!("CARGO_BIN_EXE_cairn-desktop"))
+        App::start_on_bus(display, config_dir, home, None)
+    }
+
+    /// Starts the app; with `bus` (a session bus address) it runs with accessibility on, so
+    /// its widgets are on that bus's AT-SPI registry.
+    fn start_on_bus(display: &Display, config_dir: &Path, home: &Path, bus: Option<&str>) -> App {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn-desktop"));
+        command
             .env("DISPLAY", &display.name)
             .env("CAIRN_CONFIG_DIR", config_dir)
             .env("HOME", home)
@@ -103,10 +110,22 @@ impl App {
             .env("XDG_DATA_HOME", home.join(".local/share"))
             .env("XDG_RUNTIME_DIR", home)
             .env("GSETTINGS_BACKEND", "memory")
-            .env("GTK_A11Y", "none")
-            .env("NO_AT_BRIDGE", "1")
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
-            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("WAYLAND_DISPLAY");
+        match bus {
+            Some(address) => {
+                command
+                    .env("DBUS_SESSION_BUS_ADDRESS", address)
+                    .env_remove("GTK_A11Y")
+                    .env_remove("NO_AT_BRIDGE");
+            }
+            None => {
+                command
+                    .env("GTK_A11Y", "none")
+                    .env("NO_AT_BRIDGE", "1")
+                    .env_remove("DBUS_SESSION_BUS_ADDRESS");
+            }
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -195,6 +214,91 @@ impl Drop for App {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A private D-Bus session bus (for AT-SPI), stopped on drop.
+struct SessionBus {
+    address: String,
+    pid: u32,
+}
+
+impl SessionBus {
+    fn start() -> SessionBus {
+        let out = Command::new("dbus-daemon")
+            .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+            .output()
+            .expect("dbus-daemon runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        let address = lines.next().unwrap_or_default().trim().to_owned();
+        let pid = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("dbus-daemon printed no pid: {text:?}"));
+        assert!(
+            address.starts_with("unix:"),
+            "dbus-daemon address {address:?}"
+        );
+        SessionBus { address, pid }
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+    }
+}
+
+/// Whether AT-SPI can be read (Debian's python3-pyatspi and dbus-daemon); fails under CI when
+/// not.
+fn accessibility_tools() -> bool {
+    let pyatspi = Command::new("/usr/bin/python3")
+        .args(["-c", "import pyatspi"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if pyatspi && have("dbus-daemon") {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the accessibility test needs python3-pyatspi and dbus-daemon (apt install python3-pyatspi dbus)"
+    );
+    eprintln!("skipped: the accessibility test needs python3-pyatspi and dbus-daemon");
+    false
+}
+
+/// What a screen reader sees of the app now: (controls showing, those without a name, names).
+fn accessible_controls(bus: &SessionBus) -> (u64, Vec<String>, Vec<String>) {
+    let out = Command::new("/usr/bin/python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/a11y.py"))
+        .args(["cairn", "20"])
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .output()
+        .expect("a11y.py runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "a11y.py: {e}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(report.get("error").is_none(), "{report}");
+    let strings = |key: &str| -> Vec<String> {
+        report[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    (
+        report["controls"].as_u64().unwrap_or(0),
+        strings("unnamed"),
+        strings("names"),
+    )
 }
 
 fn shots_dir(keep: &tempfile::TempDir) -> PathBuf {
@@ -322,30 +426,9 @@ async fn the_app_sets_up_syncs_and_closes_cleanly() {
         .collect();
     std::fs::write(folder.join("Projects/video.bin"), &big).expect("write");
     log_in(&server, &config_dir, "alice", &folder).await;
-    // A recorded conflict for the conflicts view (the engine's conflicts are tested in the
-    // client's and CLI's suites; this checks that the view lists and offers them).
+    std::fs::write(folder.join("plan.txt"), "the plan\n").expect("write");
     let canonical = folder.canonicalize().expect("canonical");
     let state_dir = cairn_client::config::state_dir_in(&config_dir, &canonical).expect("state dir");
-    std::fs::create_dir_all(&state_dir).expect("state dir");
-    std::fs::write(
-        folder.join("plan (conflict from laptop 2026-11-24 101500).txt"),
-        "my plan\n",
-    )
-    .expect("write");
-    std::fs::write(folder.join("plan.txt"), "their plan\n").expect("write");
-    cairn_client::conflicts::add(
-        &state_dir,
-        &canonical,
-        vec![cairn_client::conflicts::ConflictRecord {
-            path: "plan.txt".into(),
-            copy: Some("plan (conflict from laptop 2026-11-24 101500).txt".into()),
-            reason: "both_edited".into(),
-            winner: "remote".into(),
-            at: 1,
-            seq: 1,
-        }],
-    )
-    .expect("conflict");
 
     let mut app = App::start(&display, &config_dir, &home);
     let window = tokio::task::block_in_place(|| app.window());
@@ -395,6 +478,55 @@ async fn the_app_sets_up_syncs_and_closes_cleanly() {
     // A second version of notes.txt, for the history.
     std::fs::write(folder.join("notes.txt"), "second draft, longer\n").expect("write");
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // A real conflict: with the app's sync paused, plan.txt changes here and, through the
+    // REST API, on the server; resumed, the app keeps this device's version as a copy.
+    assert!(
+        cairn_client::control::ask(&state_dir, "pause")
+            .await
+            .is_some(),
+        "the app's sync answers on its control socket"
+    );
+    std::fs::write(folder.join("plan.txt"), "my plan\n").expect("write");
+    let form = reqwest::multipart::Form::new()
+        .text("path", "plan.txt")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"their plan\n".to_vec()).file_name("plan.txt"),
+        );
+    let uploaded = reqwest::Client::new()
+        .post(format!("{}/files/upload", server.http))
+        .bearer_auth(&tokens.access_token.0)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status(), reqwest::StatusCode::CREATED);
+    assert!(
+        cairn_client::control::ask(&state_dir, "resume")
+            .await
+            .is_some()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        if let Some(list) = cairn_client::conflicts::load(&state_dir).expect("conflicts")
+            && let Some(record) = list.conflicts.into_iter().find(|c| c.path == "plan.txt")
+        {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "no conflict was recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let copy = record.copy.expect("a conflict copy");
+    assert!(copy.starts_with("plan (conflict from "), "{copy}");
+    assert_eq!(
+        std::fs::read_to_string(folder.join(&copy)).expect("copy"),
+        "my plan\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder.join("plan.txt")).expect("winner"),
+        "their plan\n"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
     tokio::task::block_in_place(|| {
         app.screenshot(&shots.join("status.png"));
         app.key(&window, "alt+2");
@@ -419,4 +551,71 @@ async fn the_app_sets_up_syncs_and_closes_cleanly() {
     );
     eprintln!("screenshots in {}", shots.display());
     drop(display);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_control_has_a_name_a_screen_reader_can_read() {
+    if !display_tools() || !accessibility_tools() {
+        return;
+    }
+    let temp = tempfile::tempdir().expect("tempdir");
+    let bus = SessionBus::start();
+    let display = Display::start();
+    let server = start_server().await;
+    let home = temp.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let mut seen: Vec<String> = Vec::new();
+    let mut check = |app: &App, window: &str, keys: Option<&str>, view: &str, min: u64| {
+        if let Some(keys) = keys {
+            app.key(window, keys);
+            std::thread::sleep(Duration::from_millis(800));
+        }
+        let (controls, unnamed, names) = accessible_controls(&bus);
+        assert!(
+            controls >= min,
+            "{view}: only {controls} controls on the accessibility bus: {names:?}"
+        );
+        assert!(
+            unnamed.is_empty(),
+            "{view}: controls without an accessible name: {unnamed:#?}"
+        );
+        eprintln!("{view}: {controls} controls, all named: {names:?}");
+        seen.extend(names);
+    };
+
+    // The setup view of a fresh config dir.
+    let fresh = temp.path().join("fresh-config");
+    let mut app = App::start_on_bus(&display, &fresh, &home, Some(&bus.address));
+    let window = tokio::task::block_in_place(|| app.window());
+    tokio::task::block_in_place(|| {
+        check(&app, &window, None, "setup", 4);
+        app.close(&window);
+    });
+
+    // Logged in: every page and the preferences.
+    let config_dir = temp.path().join("config");
+    let folder = temp.path().join("Cairn");
+    std::fs::create_dir_all(&folder).expect("folder");
+    std::fs::write(folder.join("notes.txt"), "hello\n").expect("write");
+    log_in(&server, &config_dir, "dana", &folder).await;
+    let mut app = App::start_on_bus(&display, &config_dir, &home, Some(&bus.address));
+    let window = tokio::task::block_in_place(|| app.window());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| {
+        check(&app, &window, None, "status", 3);
+        check(&app, &window, Some("alt+2"), "files", 3);
+        check(&app, &window, Some("alt+3"), "activity", 3);
+        check(&app, &window, Some("alt+4"), "conflicts", 3);
+        check(&app, &window, Some("ctrl+comma"), "preferences", 6);
+        app.xdotool(&["key", "Escape"]);
+        std::thread::sleep(Duration::from_millis(500));
+        app.close(&window);
+    });
+    // Icon-only buttons are named too (their names come from the app, not from a label).
+    for name in ["Preferences (Ctrl+,)", "Keep conflict copies"] {
+        assert!(
+            seen.iter().any(|n| n.contains(name)),
+            "no control named {name:?} among {seen:?}"
+        );
+    }
 }

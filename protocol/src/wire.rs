@@ -94,6 +94,30 @@ pub enum Request {
         /// The new root directory node.
         root: NodeId,
     },
+    /// A [`Request::Commit`] that also keeps conflict losers in the version history: for each
+    /// [`KeptVersion`], the server records its file node as a version of its path just before
+    /// the new head's version of that path, so the loser is restorable although the head never
+    /// held it (a client that makes no conflict copies sends this). Answered like a commit.
+    CommitKeeping {
+        /// Folder name.
+        folder: String,
+        /// The head the client merged onto.
+        base_seq: u64,
+        /// The new root directory node.
+        root: NodeId,
+        /// The losing versions, at most [`IDS_PER_REQUEST_MAX`]; their nodes and blocks were
+        /// put before, like the tree's.
+        kept: Vec<KeptVersion>,
+    },
+}
+
+/// A file version a commit keeps in the history without making it the head's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptVersion {
+    /// The file's path in the folder (a [`crate::path::RelPath`] as text).
+    pub path: String,
+    /// The file node of the kept content.
+    pub node: NodeId,
 }
 
 impl Request {
@@ -106,7 +130,8 @@ impl Request {
             | Request::Lacking { folder, .. }
             | Request::PutBlocks { folder, .. }
             | Request::GetBlocks { folder, .. }
-            | Request::Commit { folder, .. } => Some(folder),
+            | Request::Commit { folder, .. }
+            | Request::CommitKeeping { folder, .. } => Some(folder),
         }
     }
 
@@ -120,6 +145,7 @@ impl Request {
             Request::PutBlocks { .. } => "put_blocks",
             Request::GetBlocks { .. } => "get_blocks",
             Request::Commit { .. } => "commit",
+            Request::CommitKeeping { .. } => "commit_keeping",
         }
     }
 
@@ -139,6 +165,7 @@ impl Request {
             Request::GetNodes { ids, .. } => ids.len(),
             Request::Lacking { ids, .. } | Request::GetBlocks { ids, .. } => ids.len(),
             Request::PutBlocks { count, .. } => usize::try_from(*count).unwrap_or(usize::MAX),
+            Request::CommitKeeping { kept, .. } => kept.len(),
             Request::Hello { .. } | Request::GetHead { .. } | Request::Commit { .. } => 0,
         };
         if count > IDS_PER_REQUEST_MAX as usize {
@@ -351,6 +378,15 @@ mod tests {
             folder: "default".into(),
             base_seq: 7,
             root: id,
+        });
+        round_trip(&Request::CommitKeeping {
+            folder: "default".into(),
+            base_seq: 7,
+            root: id,
+            kept: vec![KeptVersion {
+                path: "a/b.txt".into(),
+                node: id,
+            }],
         });
         round_trip(&Request::GetNodes {
             folder: "default".into(),

@@ -17,7 +17,7 @@ use cairn_protocol::api::{Change, Event};
 use cairn_protocol::path::RelPath;
 use cairn_store::edit::{Edit, edit, lookup};
 use cairn_store::node::{DirEntry, EntryKind};
-use cairn_store::{BlockStore, NodeId};
+use cairn_store::{BlockStore, NodeId, NodeStore};
 use tokio::sync::oneshot;
 
 use crate::api::error::ApiError;
@@ -25,7 +25,7 @@ use crate::api::{AppState, now_ms};
 use crate::db::{self, CommitChange, CommitOutcome, CommitRecord, FileRow};
 use crate::events::UserEvent;
 use crate::limits::COMMIT_ATTEMPTS_MAX;
-use crate::verify::{TreeError, new_objects};
+use crate::verify::{TreeError, new_objects, new_objects_keeping};
 
 /// Changes in one group commit at most: 256, so one transaction stays short.
 pub const COMMIT_BATCH_LEN_MAX: usize = 256;
@@ -417,11 +417,30 @@ pub async fn commit_root(
     root: NodeId,
     device: &str,
 ) -> Result<RootOutcome, RootError> {
+    commit_root_keeping(state, user_id, folder_name, base_seq, root, &[], device).await
+}
+
+/// [`commit_root`] that also keeps conflict losers in the history: each `(path, file node)` of
+/// `kept` is recorded as a version of `path` just before the new head's version of it (which is
+/// recorded again when the commit does not change the path), so the loser can be restored
+/// although no head ever held it. The kept nodes are verified like the tree's.
+///
+/// # Errors
+/// [`RootError`].
+pub async fn commit_root_keeping(
+    state: &AppState,
+    user_id: i64,
+    folder_name: &str,
+    base_seq: i64,
+    root: NodeId,
+    kept: &[(RelPath, NodeId)],
+    device: &str,
+) -> Result<RootOutcome, RootError> {
     let key = (user_id, folder_name.to_owned());
     let queue = state.folder_locks.queue(&key);
     let result = {
         let _lock = queue.lock.lock().await;
-        commit_root_locked(state, user_id, folder_name, base_seq, root, device).await
+        commit_root_locked(state, user_id, folder_name, base_seq, root, kept, device).await
     };
     state.folder_locks.release(&key, queue);
     result
@@ -433,6 +452,7 @@ async fn commit_root_locked(
     folder_name: &str,
     base_seq: i64,
     root: NodeId,
+    kept: &[(RelPath, NodeId)],
     device: &str,
 ) -> Result<RootOutcome, RootError> {
     let internal = |e: &dyn std::fmt::Display| RootError::Internal(e.to_string());
@@ -446,48 +466,86 @@ async fn commit_root_locked(
             root: folder.head_root,
         });
     }
-    if folder.head_root == root.to_string() {
+    if folder.head_root == root.to_string() && kept.is_empty() {
         return Ok(RootOutcome::Committed {
             seq: folder.head_seq,
         });
     }
-    let objects = new_objects(state, folder.id, root, true).await?;
+    let kept_nodes: Vec<NodeId> = kept.iter().map(|(_, node)| *node).collect();
+    let objects = new_objects_keeping(state, folder.id, root, &kept_nodes, true).await?;
     let old: NodeId = folder.head_root.parse().map_err(|e| internal(&e))?;
     let store = Arc::clone(&state.store);
-    let changes = tokio::task::spawn_blocking(move || {
+    let kept_owned = kept.to_vec();
+    let (changes, kept_rows) = tokio::task::spawn_blocking(move || {
         store
             .sync()
             .map_err(|e| RootError::Internal(e.to_string()))?;
-        cairn_protocol::diff::diff(store.as_ref(), Some(&old), Some(&root)).map_err(|e| match e {
-            cairn_protocol::diff::DiffError::Store(e) => RootError::Internal(e.to_string()),
-            other => RootError::Invalid(other.to_string()),
-        })
+        let changes = cairn_protocol::diff::diff(store.as_ref(), Some(&old), Some(&root)).map_err(
+            |e| match e {
+                cairn_protocol::diff::DiffError::Store(e) => RootError::Internal(e.to_string()),
+                other => RootError::Invalid(other.to_string()),
+            },
+        )?;
+        let kept_rows = kept_entries(store.as_ref(), &kept_owned, &root)?;
+        Ok::<_, RootError>((changes, kept_rows))
     })
     .await
     .map_err(|e| internal(&e))??;
     let size_of = |e: &DirEntry| i64::try_from(e.size).unwrap_or(i64::MAX);
     let file = |e: &Option<DirEntry>| e.as_ref().filter(|e| e.kind == EntryKind::File).cloned();
-    let mut rows = Vec::new();
+    let content = |e: Option<DirEntry>| e.map(|e| (size_of(&e), e.child.to_string()));
+    // The head version recorded again after a kept one keeps the device that committed it.
+    let mut head_devices: HashMap<&str, String> = HashMap::new();
+    for (path, ..) in &kept_rows {
+        if let Some(author) = db::current_device(&state.db, folder.id, path.as_str())
+            .await
+            .map_err(|e| internal(&e))?
+        {
+            head_devices.insert(path.as_str(), author);
+        }
+    }
+    let mut rows: Vec<Row<'_>> = Vec::new();
     let mut usage_delta = 0i64;
+    // Whether each path held a live file before the commit, to count the commit's files.
+    let mut live: HashMap<&str, bool> = changes
+        .iter()
+        .map(|c| (c.path.as_str(), file(&c.old).is_some()))
+        .collect();
+    // Kept versions first, so each is recorded just before its path's head version (recorded
+    // again here when the commit does not change the path).
+    for (path, (size, node), head) in &kept_rows {
+        let changed = live.contains_key(path.as_str());
+        rows.push((path.as_str(), Some((*size, node.to_string())), device));
+        if !changed {
+            live.insert(path.as_str(), file(head).is_some());
+            let author = head_devices
+                .get(path.as_str())
+                .map_or(device, String::as_str);
+            rows.push((path.as_str(), content(file(head)), author));
+        }
+    }
+    let kept_paths: std::collections::HashSet<&str> =
+        kept_rows.iter().map(|(path, ..)| path.as_str()).collect();
     for change in &changes {
         let (old, new) = (file(&change.old), file(&change.new));
-        if old.is_none() && new.is_none() {
+        // A path with no file on either side has no row, unless a kept version gave it one.
+        if old.is_none() && new.is_none() && !kept_paths.contains(change.path.as_str()) {
             continue;
         }
         usage_delta += new.as_ref().map_or(0, size_of) - old.as_ref().map_or(0, size_of);
-        rows.push((
-            change.path.as_str(),
-            new.map(|e| (size_of(&e), e.child.to_string())),
-            i64::from(file(&change.new).is_some()) - i64::from(file(&change.old).is_some()),
-        ));
+        rows.push((change.path.as_str(), content(new), device));
     }
     let commit_changes: Vec<CommitChange<'_>> = rows
         .iter()
-        .map(|(path, content, files_delta)| CommitChange {
-            path,
-            content: content.as_ref().map(|(size, hash)| (*size, hash.as_str())),
-            device,
-            files_delta: *files_delta,
+        .map(|(path, content, device)| {
+            let now_live = content.is_some();
+            let was_live = live.insert(path, now_live).unwrap_or(false);
+            CommitChange {
+                path,
+                content: content.as_ref().map(|(size, hash)| (*size, hash.as_str())),
+                device,
+                files_delta: i64::from(now_live) - i64::from(was_live),
+            }
         })
         .collect();
     let new_root = root.to_string();
@@ -545,6 +603,47 @@ fn publish(state: &AppState, user_id: i64, folder: &str, seq: i64, root: &str, f
             },
         });
     }
+}
+
+type KeptRows = Vec<(RelPath, (i64, NodeId), Option<DirEntry>)>;
+
+/// One file-index row of a tree commit: path, content (size, file node hex; `None`: deleted),
+/// device.
+type Row<'a> = (&'a str, Option<(i64, String)>, &'a str);
+
+/// For each kept version: its path, the loser's size and file node, and what the new tree
+/// holds at the path (the head version recorded after the loser).
+fn kept_entries(
+    store: &(impl BlockStore + ?Sized),
+    kept: &[(RelPath, NodeId)],
+    root: &NodeId,
+) -> Result<KeptRows, RootError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(kept.len());
+    for (path, node) in kept {
+        if !seen.insert(path) {
+            return Err(RootError::Invalid(format!(
+                "'{path}' is kept twice in one commit"
+            )));
+        }
+        let size = match store.get_node(node) {
+            Ok(cairn_store::node::Node::File(file)) => file.size(),
+            Ok(_) => {
+                return Err(RootError::Invalid(format!(
+                    "the version kept for '{path}' is not a file"
+                )));
+            }
+            Err(e) => return Err(RootError::Internal(e.to_string())),
+        };
+        let head = match lookup(store, root, &path.names()) {
+            Ok(head) => head,
+            Err(cairn_store::Error::InvalidName { .. }) => None,
+            Err(e) => return Err(RootError::Invalid(e.to_string())),
+        };
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        out.push((path.clone(), (size, *node), head));
+    }
+    Ok(out)
 }
 
 /// The change a file row represents after commit `seq`.

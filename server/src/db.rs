@@ -490,6 +490,24 @@ pub async fn versions(db: &Db, file_id: i64) -> DbResult<Vec<VersionRow>> {
     .await?)
 }
 
+/// The device that committed the current version of `path` in folder `folder_id`, if the
+/// folder has such a file row.
+///
+/// # Errors
+/// SQL errors.
+pub async fn current_device(db: &Db, folder_id: i64, path: &str) -> DbResult<Option<String>> {
+    let row = sqlx::query(
+        "SELECT v.device FROM files f JOIN file_versions v          ON v.file_id = f.id AND v.version = f.version          WHERE f.folder_id = $1 AND f.path = $2",
+    )
+    .bind(folder_id)
+    .bind(path)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|r| r.try_get::<String, _>("device"))
+        .transpose()
+        .map_err(DbError::from)
+}
+
 /// One version of a file.
 ///
 /// # Errors

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use cairn_protocol::path::RelPath;
 use cairn_protocol::stream::{StreamError, read_control, read_raw, write_control, write_raw};
 use cairn_protocol::wire::{
     self, CONTROL_FRAME_MAX, ErrorCode, IDS_PER_REQUEST_MAX, Limits, RAW_FRAME_MAX, Request,
@@ -21,7 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::api::{AppState, authenticate, now_ms};
-use crate::commit::{RootError, RootOutcome, commit_root};
+use crate::commit::{RootError, RootOutcome, commit_root_keeping};
 use crate::db;
 
 /// Concurrent streams one connection may have open.
@@ -287,18 +288,37 @@ async fn handle(
             let (ids, new) = put_blocks(state, folder.id, *count, recv).await?;
             reply(send, Response::Stored { ids, new }).await
         }
-        Request::Commit { base_seq, root, .. } => {
+        Request::Commit { base_seq, root, .. } | Request::CommitKeeping { base_seq, root, .. } => {
             let base = i64::try_from(*base_seq)
                 .map_err(|_| Refusal(ErrorCode::BadRequest, "base_seq out of range".to_owned()))?;
-            let outcome = commit_root(state, who.user_id, folder_name, base, *root, &who.device)
-                .await
-                .map_err(|e| match e {
-                    RootError::NotFound => Refusal(ErrorCode::NotFound, e.to_string()),
-                    RootError::Missing(m) => Refusal(ErrorCode::Missing, m),
-                    RootError::Invalid(m) => Refusal(ErrorCode::InvalidTree, m),
-                    RootError::OverQuota => Refusal(ErrorCode::OverQuota, e.to_string()),
-                    RootError::Internal(m) => Refusal::internal(&m),
-                })?;
+            let kept = match request {
+                Request::CommitKeeping { kept, .. } => kept
+                    .iter()
+                    .map(|k| {
+                        RelPath::parse(&k.path)
+                            .map(|path| (path, k.node))
+                            .map_err(|e| Refusal(ErrorCode::BadRequest, e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                _ => Vec::new(),
+            };
+            let outcome = commit_root_keeping(
+                state,
+                who.user_id,
+                folder_name,
+                base,
+                *root,
+                &kept,
+                &who.device,
+            )
+            .await
+            .map_err(|e| match e {
+                RootError::NotFound => Refusal(ErrorCode::NotFound, e.to_string()),
+                RootError::Missing(m) => Refusal(ErrorCode::Missing, m),
+                RootError::Invalid(m) => Refusal(ErrorCode::InvalidTree, m),
+                RootError::OverQuota => Refusal(ErrorCode::OverQuota, e.to_string()),
+                RootError::Internal(m) => Refusal::internal(&m),
+            })?;
             let response = match outcome {
                 RootOutcome::Committed { seq } => Response::Committed {
                     seq: u64::try_from(seq).unwrap_or(0),

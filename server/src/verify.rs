@@ -52,10 +52,33 @@ pub async fn new_objects(
     root: NodeId,
     require_known: bool,
 ) -> Result<Vec<String>, TreeError> {
+    new_objects_keeping(state, folder_id, root, &[], require_known).await
+}
+
+/// [`new_objects`] of the tree at `root` and of the file nodes `files` (versions a commit keeps
+/// in the history without placing them in the tree), checked alike.
+///
+/// # Errors
+/// [`TreeError`]; a node of `files` that is not a file node is [`TreeError::Invalid`].
+pub async fn new_objects_keeping(
+    state: &AppState,
+    folder_id: i64,
+    root: NodeId,
+    files: &[NodeId],
+    require_known: bool,
+) -> Result<Vec<String>, TreeError> {
     let internal = |e: &dyn std::fmt::Display| TreeError::Internal(e.to_string());
     let mut out = Vec::new();
     let mut seen: HashSet<NodeId> = HashSet::new();
     let mut frontier = vec![(root, Expect::Dir)];
+    frontier.extend(
+        files
+            .iter()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .map(|id| (*id, Expect::File)),
+    );
+    seen.extend(frontier.iter().map(|(id, _)| *id));
     for _ in 0..WALK_LEVELS_MAX {
         if frontier.is_empty() {
             return Ok(out);

@@ -280,6 +280,7 @@ fn file_statuses_follow_the_last_sync_and_live_events() {
     live.set_conflicts(&[ConflictRecord {
         path: "dir/c.txt".into(),
         copy: Some("dir/c (conflict).txt".into()),
+        kept: None,
         reason: "both_edited".into(),
         winner: "remote".into(),
         at: 1,
@@ -353,6 +354,7 @@ fn conflict_rows_offer_what_applies() {
         ConflictRecord {
             path: "a.txt".into(),
             copy: Some("a (conflict).txt".into()),
+            kept: None,
             reason: "both_edited".into(),
             winner: "remote".into(),
             at: 1,
@@ -361,12 +363,23 @@ fn conflict_rows_offer_what_applies() {
         ConflictRecord {
             path: "b.txt".into(),
             copy: None,
+            kept: None,
             reason: "edited_vs_deleted".into(),
             winner: "local".into(),
             at: 1,
             seq: 1,
         },
+        ConflictRecord {
+            path: "c.txt".into(),
+            copy: None,
+            kept: Some("ab".repeat(32)),
+            reason: "both_edited".into(),
+            winner: "remote".into(),
+            at: 1,
+            seq: 1,
+        },
     ]);
+    assert!(rows[2].has_copy && rows[2].subtitle.contains("in the version history"));
     assert!(rows[0].has_copy && rows[0].subtitle.contains("yours at a (conflict).txt"));
     assert!(!rows[1].has_copy && rows[1].subtitle.contains("the edit was kept"));
     assert_eq!(rows[1].index, 1);
