@@ -5,7 +5,7 @@ Usage: python3 benches/run_daemon.py [--changes 20] [--files 100000] [--idle-sec
 
 - Latency: two `cairn sync start` daemons (devices A and B, one server on loopback, release
   build). A file is written in A's folder; the time until B's copy has the new content is one
-  sample (A's watcher → pass → commit; B's head poll → pass → download). Writes are spaced so
+  sample (A's watcher → pass → commit; the server's push to B → pass → download). Writes are spaced so
   each is a separate change.
 - Idle: a daemon on a folder of N small files (after its first pass): CPU time used and RSS
   over an idle period (the safety-net rescan runs every 10 minutes while the folder is watched).

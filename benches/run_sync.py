@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Benchmarks a Cairn sync over loopback against rsync (daemon mode) and restic on the same data.
+"""Benchmarks a Cairn sync over loopback against rsync (daemon mode), restic and Syncthing on the same data.
 
-Usage: python3 benches/run_sync.py [--runs 3] [--data /var/tmp/cairn-sync-bench] [--small-files 20000]
+Usage: python3 benches/run_sync.py [--runs 3] [--data /var/tmp/cairn-sync-bench] [--small-files 20000] [--no-syncthing]
 
 Data: one 500 MiB file of random bytes and N small files (random sizes, 524 MiB in all).
 Per run, with a fresh server and fresh client state:
 - initial sync: `cairn sync start --once` on device A (upload) then on device B (download);
-  rsync -a to an rsync daemon on loopback; restic backup into a fresh local repository.
+  rsync -a to an rsync daemon on loopback; restic backup into a fresh local repository;
+  Syncthing (benches/syncthing_peer.py): two daemons on loopback sharing a copy of the data, timed
+  from starting both until device B holds the whole folder.
 - incremental: 1% of the small files edited and 100 bytes inserted in the middle of the big file;
-  Cairn A then B (bytes of blocks sent/received from the pass summary) vs rsync (bytes sent).
-- no change: a second `--once` on device A with nothing changed.
-- client peak RSS of each `cairn` process (from wait4).
+  Cairn A then B (bytes of blocks sent/received from the pass summary) vs rsync (bytes sent) vs
+  Syncthing (A rescans over REST until B holds the changes; BEP bytes counted on B's connection).
+- no change: a second `--once` on device A with nothing changed (Syncthing: a rescan of the running A).
+- client peak RSS of each `cairn` process (from wait4); of each syncthing daemon (VmHWM).
 Prints Markdown for BENCHMARKS.md.
 """
 
@@ -25,6 +28,8 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+
+import syncthing_peer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASSWORD = "benchmark password"
@@ -52,13 +57,20 @@ def wait_for(url, seconds=30):
 
 
 def timed(cmd, env=None, cwd=None):
-    """Runs cmd; returns (seconds, stdout, peak RSS MiB)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    out = proc.stdout.read()
-    err = proc.stderr.read()
+    """Runs cmd; returns (seconds, stdout, peak RSS MiB).
+
+    Output goes to temporary files, not pipes: a `--json` sync prints a line per file, and a
+    pipe nobody reads while waiting would fill up and stall the process.
+    """
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out_f, stderr=err_f, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        out_f.seek(0)
+        err_f.seek(0)
+        out = out_f.read()
+        err = err_f.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{cmd} failed: {err.strip()}")
     return seconds, out, usage.ru_maxrss / 1024
@@ -86,24 +98,30 @@ def make_dataset(path, small_files, seed=1):
 
 
 def edit_dataset(path, small_files, seed):
+    """Edits the data in place; returns the paths changed, relative to path."""
     rng = random.Random(seed)
+    changed = []
     for i in rng.sample(range(small_files), small_files // 100):
-        p = os.path.join(path, "small", f"d{i // 500:03d}", f"f{i:05d}.dat")
-        with open(p, "r+b") as f:
+        rel = os.path.join("small", f"d{i // 500:03d}", f"f{i:05d}.dat")
+        with open(os.path.join(path, rel), "r+b") as f:
             f.write(rng.randbytes(16))
+        changed.append(rel)
     big = os.path.join(path, "big.bin")
     with open(big, "rb") as f:
         data = f.read()
     middle = len(data) // 2
     with open(big, "wb") as f:
         f.write(data[:middle] + rng.randbytes(100) + data[middle:])
+    return changed + ["big.bin"]
 
 
 def rsync_daemon(dest, scratch):
     port = free_port()
     conf = os.path.join(scratch, "rsyncd.conf")
     with open(conf, "w") as f:
-        f.write(f"use chroot = no\n[bench]\npath = {dest}\nread only = no\n")
+        # Run as root, the daemon would otherwise write as nobody into root's directory.
+        ids = "uid = root\ngid = root\n" if os.geteuid() == 0 else ""
+        f.write(f"use chroot = no\n{ids}[bench]\npath = {dest}\nread only = no\n")
     proc = subprocess.Popen(["rsync", "--daemon", "--no-detach", f"--port={port}", f"--config={conf}"])
     time.sleep(0.5)
     return proc, f"rsync://127.0.0.1:{port}/bench/"
@@ -125,6 +143,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--data", default="/var/tmp/cairn-sync-bench")
     parser.add_argument("--small-files", type=int, default=20_000)
+    parser.add_argument("--syncthing", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time two Syncthing daemons on loopback (benches/syncthing_peer.py)")
     args = parser.parse_args()
     run(["cargo", "build", "--release", "-q", "-p", "cairn-server", "-p", "cairn-cli"], cwd=ROOT)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -132,6 +152,8 @@ def main():
     cairn_bin = os.path.join(target, "release", "cairn")
     if not shutil.which("restic"):
         run(["sudo", "-n", "apt-get", "install", "-y", "-q", "restic"] if os.geteuid() != 0 else ["apt-get", "install", "-y", "-q", "restic"])
+    if args.syncthing:
+        syncthing_peer.ensure_syncthing()
     results = {}
 
     def record(key, value):
@@ -171,6 +193,7 @@ def main():
             rsync_dest = os.path.join(scratch, "rsync-dest")
             os.makedirs(rsync_dest)
             daemon, rsync_url = rsync_daemon(rsync_dest, scratch)
+            pair = None
             try:
                 seconds, _, _ = timed(["rsync", "-a", source + "/", rsync_url])
                 record("rsync initial", seconds)
@@ -179,8 +202,18 @@ def main():
                 run(["restic", "init", "-q"], env=renv, capture_output=True)
                 seconds, _, _ = timed(["restic", "backup", "-q", source], env=renv)
                 record("restic backup initial", seconds)
+                if args.syncthing:
+                    # A copy of its own: Syncthing adds its .stfolder marker to the folders it shares.
+                    st_source = os.path.join(scratch, "syncthing-a-data")
+                    run(["cp", "-a", dataset, st_source])
+                    pair = syncthing_peer.SyncthingPair(st_source, os.path.join(scratch, "syncthing-b-data"), scratch)
+                    initial = pair.start_and_wait_initial()
+                    record("syncthing initial A→B", initial["seconds"])
+                    record("syncthing start-up", initial["ready_seconds"])
+                    record("syncthing initial wire bytes", initial["wire_bytes"])
+                    record("syncthing no-change rescan", pair.rescan_no_change()["seconds"])
                 # Incremental.
-                edit_dataset(source, args.small_files, seed=100 + r)
+                changed = edit_dataset(source, args.small_files, seed=100 + r)
                 up, out, _ = timed(once(source), env=env_a)
                 summary_a = json.loads(out.strip().splitlines()[-1])
                 down, out, _ = timed(once(dest_b), env=env_b)
@@ -193,9 +226,21 @@ def main():
                 record("rsync incremental bytes sent", rsync_sent_bytes(out))
                 seconds, _, _ = timed(["restic", "backup", "-q", source], env=renv)
                 record("restic backup incremental", seconds)
+                if pair:
+                    # The same edits, byte for byte and with the same mtimes, on Syncthing's copy.
+                    for rel in changed:
+                        shutil.copy2(os.path.join(source, rel), os.path.join(st_source, rel))
+                    inc = pair.rescan_and_wait(changed)
+                    record("syncthing incremental A→B", inc["seconds"])
+                    record("syncthing incremental bytes in (B)", inc["wire_in_b"])
+                    record("syncthing incremental bytes (B, both ways)", inc["wire_bytes"])
+                    record("syncthing replicas identical", 1 if inc["identical"] else 0)
+                    record("syncthing peak RSS MiB", pair.stop()["peak_rss_mib"])
                 same = subprocess.run(["diff", "-r", "-q", source, dest_b], capture_output=True)
                 record("cairn replicas identical", 1 if same.returncode == 0 else 0)
             finally:
+                if pair:
+                    pair.stop()
                 daemon.terminate()
                 daemon.wait()
         finally:
@@ -204,15 +249,38 @@ def main():
             shutil.rmtree(scratch, ignore_errors=True)
 
     m = {k: median(v) for k, v in results.items()}
+    with_syncthing = args.syncthing
+
+    def row(measure, cairn, rsync, restic, vs_rsync, syncthing=lambda: "", vs_syncthing=lambda: ""):
+        # The Syncthing cells are functions: their figures exist only with --syncthing.
+        cells = [measure, cairn, rsync, restic] + ([syncthing()] if with_syncthing else []) + [vs_rsync] + ([vs_syncthing()] if with_syncthing else [])
+        print("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
+
     print(f"Runs: {args.runs}; data: 500 MiB file + {args.small_files} small files (1 GiB); loopback; medians.\n")
-    print("| measure | Cairn | rsync (daemon) | restic backup | Cairn vs rsync |")
-    print("|---|---|---|---|---|")
-    print(f"| initial sync A→B (s) | {m['cairn initial A→B']:.2f} (up {m['cairn initial upload (A)']:.2f} + down {m['cairn initial download (B)']:.2f}) | {m['rsync initial']:.2f} | {m['restic backup initial']:.2f} | {m['rsync initial'] / m['cairn initial A→B']:.2f}× |")
-    print(f"| incremental A→B (s) | {m['cairn incremental A→B']:.2f} | {m['rsync incremental']:.2f} | {m['restic backup incremental']:.2f} | {m['rsync incremental'] / m['cairn incremental A→B']:.2f}× |")
-    print(f"| incremental bytes | up {m['cairn incremental bytes up'] / 2**20:.1f} MiB, down {m['cairn incremental bytes down'] / 2**20:.1f} MiB | sent {m['rsync incremental bytes sent'] / 2**20:.1f} MiB | | |")
-    print(f"| no-change pass (s, whole `cairn` process) | {m['cairn no-change pass']:.2f} | | | |")
-    print(f"| client peak RSS (MiB) | {m['cairn client peak RSS MiB']:.0f} | | | |")
-    print(f"| replicas identical after incremental | {int(m['cairn replicas identical'])} of 1 | | | |")
+    row("measure", "Cairn", "rsync (daemon)", "restic backup", "Cairn vs rsync", lambda: "Syncthing (2 daemons)", lambda: "Cairn vs Syncthing")
+    print("|" + "---|" * (7 if with_syncthing else 5))
+    row("initial sync A→B (s)",
+        f"{m['cairn initial A→B']:.2f} (up {m['cairn initial upload (A)']:.2f} + down {m['cairn initial download (B)']:.2f})",
+        f"{m['rsync initial']:.2f}", f"{m['restic backup initial']:.2f}",
+        f"{m['rsync initial'] / m['cairn initial A→B']:.2f}×",
+        lambda: f"{m['syncthing initial A→B']:.2f} (start-up {m['syncthing start-up']:.2f})",
+        lambda: f"{m['syncthing initial A→B'] / m['cairn initial A→B']:.2f}×")
+    row("incremental A→B (s)", f"{m['cairn incremental A→B']:.2f}", f"{m['rsync incremental']:.2f}",
+        f"{m['restic backup incremental']:.2f}", f"{m['rsync incremental'] / m['cairn incremental A→B']:.2f}×",
+        lambda: f"{m['syncthing incremental A→B']:.2f}",
+        lambda: f"{m['syncthing incremental A→B'] / m['cairn incremental A→B']:.2f}×")
+    row("incremental bytes",
+        f"up {m['cairn incremental bytes up'] / 2**20:.1f} MiB, down {m['cairn incremental bytes down'] / 2**20:.1f} MiB",
+        f"sent {m['rsync incremental bytes sent'] / 2**20:.1f} MiB", "", "",
+        lambda: f"B received {m['syncthing incremental bytes in (B)'] / 2**20:.1f} MiB ({m['syncthing incremental bytes (B, both ways)'] / 2**20:.1f} MiB both ways)")
+    row("no-change pass (s, whole `cairn` process)", f"{m['cairn no-change pass']:.2f}", "", "", "",
+        lambda: f"{m['syncthing no-change rescan']:.2f} (rescan by the running daemon A)")
+    row("client peak RSS (MiB)", f"{m['cairn client peak RSS MiB']:.0f}", "", "", "",
+        lambda: f"{m['syncthing peak RSS MiB']:.0f} (larger of the two daemons)")
+    row("replicas identical after incremental", f"{int(m['cairn replicas identical'])} of 1", "", "", "",
+        lambda: f"{int(m['syncthing replicas identical'])} of 1")
+    if with_syncthing:
+        print(f"\n{syncthing_peer.describe()}")
     print("\nRaw:", json.dumps(results))
 
 

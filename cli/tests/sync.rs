@@ -48,13 +48,23 @@ async fn start_server() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sen
 
 struct Device {
     home: tempfile::TempDir,
+    /// A libfaketime offset (`-3d`): the device's clock is that far off.
+    skew: Option<&'static str>,
 }
 
 impl Device {
     fn new() -> Device {
         let home = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(home.path().join("folder")).expect("folder");
-        Device { home }
+        Device { home, skew: None }
+    }
+
+    /// A device whose every `cairn` runs under `faketime` with its clock `offset` off.
+    fn skewed(offset: &'static str) -> Device {
+        Device {
+            skew: Some(offset),
+            ..Device::new()
+        }
     }
 
     fn folder(&self) -> PathBuf {
@@ -62,7 +72,17 @@ impl Device {
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+        let mut command = match self.skew {
+            Some(offset) => {
+                let mut command = tokio::process::Command::new("faketime");
+                command
+                    .args(["-f", offset, env!("CARGO_BIN_EXE_cairn")])
+                    // Timers and timeouts keep the real pace; only the calendar is off.
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                command
+            }
+            None => tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn")),
+        };
         command
             .args(args)
             .env("CAIRN_CONFIG_DIR", self.home.path().join("config"))
@@ -369,8 +389,10 @@ async fn running_daemons_carry_a_change_across_and_stop_on_request() {
     let started = Instant::now();
     let target = b.folder().join("hello.txt");
     while std::fs::read(&target).ok().as_deref() != Some(b"from a, live".as_slice()) {
+        // A's watcher and B's push channel carry it at once; B's head check runs only every
+        // 30 s while its push channel is up.
         assert!(
-            started.elapsed() < Duration::from_secs(30),
+            started.elapsed() < Duration::from_secs(10),
             "the change never reached B"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -383,7 +405,11 @@ async fn running_daemons_carry_a_change_across_and_stop_on_request() {
             let status: Value =
                 serde_json::from_str(device.ok(&["--json", "sync", "status"]).await.trim())
                     .expect("JSON");
-            if status["status"]["state"] == "idle" && status["status"]["seq"] == 1 {
+            // Idle, with the server's push channel open (so B learnt of A's commit from it).
+            if status["status"]["state"] == "idle"
+                && status["status"]["seq"] == 1
+                && status["status"]["pushed"] == true
+            {
                 assert_eq!(status["status"]["watching"], true, "{status}");
                 break;
             }
@@ -750,4 +776,225 @@ async fn files_commands() {
         completions.contains("_cairn()") && completions.contains("backup"),
         "completions"
     );
+}
+
+/// Whether `faketime` (Debian's package of the same name) can run here. CI installs it; a
+/// local run without it skips the skewed-clock scenario and says why.
+fn faketime_available() -> bool {
+    let found = std::process::Command::new("faketime")
+        .args(["-f", "-3d", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "faketime is missing under CI (apt install faketime)"
+        );
+        #[allow(clippy::print_stderr, reason = "a skipped test says why")]
+        {
+            eprintln!("skipped: faketime is not installed (apt install faketime)");
+        }
+    }
+    found
+}
+
+/// The UTC date (`YYYY-MM-DD`) `offset_secs` from now.
+fn utc_date(offset_secs: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let (y, m, d, ..) =
+        cairn_client::time::utc_from_unix(i64::try_from(now).expect("secs") + offset_secs);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_with_a_skewed_clock_neither_wins_nor_loses_by_it() {
+    if !faketime_available() {
+        return;
+    }
+    const THREE_DAYS: i64 = 3 * 86_400;
+    let (server, _data, _stop) = start_server().await;
+    // A's clock is three days behind, for every `cairn` it runs.
+    let a = Device::skewed("-3d");
+    let b = Device::new();
+    a.ok(&[
+        "user",
+        "register",
+        "--server",
+        &server,
+        "--username",
+        "kim",
+        "--email",
+        "kim@example.com",
+    ])
+    .await;
+    b.ok(&["user", "login", "--server", &server, "--username", "kim"])
+        .await;
+    // The clock really is off in A's processes: its token expiry, computed by the server, is
+    // fine, and so is everything the pinned certificate check does.
+    std::fs::write(b.folder().join("notes.txt"), b"v1 from b").expect("write");
+    b.sync_once(&server).await;
+    a.sync_once(&server).await;
+    assert_eq!(
+        std::fs::read(a.folder().join("notes.txt")).expect("read"),
+        b"v1 from b"
+    );
+
+    // An edit saved on A carries A's clock: its mtime is three days older than v1's. It still
+    // is the newer version: the server's order decides, never file times.
+    let edited = a.folder().join("notes.txt");
+    std::fs::write(&edited, b"v2 from a, whose clock is behind").expect("write");
+    let old = std::time::SystemTime::now() - Duration::from_secs(THREE_DAYS as u64);
+    std::fs::File::options()
+        .write(true)
+        .open(&edited)
+        .and_then(|f| f.set_modified(old))
+        .expect("set mtime");
+    a.sync_once(&server).await;
+    b.sync_once(&server).await;
+    assert_eq!(
+        std::fs::read(b.folder().join("notes.txt")).expect("read"),
+        b"v2 from a, whose clock is behind"
+    );
+
+    // Both edit; B's commit reaches the server first, so B's content wins on both devices,
+    // whatever the clocks say. A keeps its own as a copy named by A's (skewed) clock.
+    std::fs::write(b.folder().join("notes.txt"), b"v3 from b").expect("write");
+    std::fs::write(a.folder().join("notes.txt"), b"v3 from a").expect("write");
+    b.sync_once(&server).await;
+    let before = utc_date(-THREE_DAYS);
+    let folder = a.folder();
+    let out = a
+        .run(&[
+            "--json",
+            "sync",
+            "start",
+            "--server",
+            &server,
+            "--folder",
+            folder.to_str().expect("utf-8"),
+            "--once",
+        ])
+        .await;
+    let after = utc_date(-THREE_DAYS);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a conflict: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(a.folder().join("notes.txt")).expect("read"),
+        b"v3 from b"
+    );
+    let copies: Vec<String> = tree(&a.folder())
+        .into_iter()
+        .filter(|(_, bytes)| bytes == b"v3 from a")
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(copies.len(), 1, "A's content is kept: {copies:?}");
+    assert!(
+        copies[0].starts_with("notes (conflict from ")
+            && (copies[0].contains(&before) || copies[0].contains(&after)),
+        "the copy is named by A's clock, three days back ({before}): {}",
+        copies[0]
+    );
+    b.sync_once(&server).await;
+    assert_eq!(tree(&a.folder()), tree(&b.folder()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editor_saves_through_a_running_daemon_are_one_change_each() {
+    let (server, _data, _stop) = start_server().await;
+    let a = Device::new();
+    let b = Device::new();
+    a.ok(&[
+        "user",
+        "register",
+        "--server",
+        &server,
+        "--username",
+        "lee",
+        "--email",
+        "lee@example.com",
+    ])
+    .await;
+    b.ok(&["user", "login", "--server", &server, "--username", "lee"])
+        .await;
+    let notes = a.folder().join("notes.txt");
+    std::fs::write(&notes, b"v1").expect("write");
+    let folder = a.folder();
+    let mut daemon = a
+        .command(&[
+            "sync",
+            "start",
+            "--folder",
+            folder.to_str().expect("utf-8"),
+            "--interval",
+            "600",
+        ])
+        .spawn()
+        .expect("daemon starts");
+    let wait_for_seq = |seq: u64| {
+        let a = &a;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let status: Value =
+                    serde_json::from_str(a.ok(&["--json", "sync", "status"]).await.trim())
+                        .unwrap_or(Value::Null);
+                if status["status"]["state"] == "idle" && status["status"]["seq"] == seq {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the daemon never reached seq {seq}: {status}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for_seq(1).await;
+
+    // vim: the file is renamed to its backup name, the new content written, the backup removed.
+    let backup = a.folder().join("notes.txt~");
+    std::fs::rename(&notes, &backup).expect("rename away");
+    std::fs::write(&notes, b"v2, saved by vim").expect("write");
+    std::fs::remove_file(&backup).expect("remove backup");
+    wait_for_seq(2).await;
+
+    // A safe save: a temp file beside it, fsynced, renamed over it.
+    let temp = a.folder().join(".goutputstream-X1Y2Z3");
+    std::fs::write(&temp, b"v3, saved through a temp file").expect("temp");
+    std::fs::File::open(&temp)
+        .and_then(|f| f.sync_all())
+        .expect("fsync");
+    std::fs::rename(&temp, &notes).expect("rename over");
+    wait_for_seq(3).await;
+
+    // Each save is one new version: no delete in between, no temp file or backup on the server.
+    let versions = run_json(&a.run(&["--json", "files", "versions", "notes.txt"]).await);
+    let list: Vec<(u64, bool)> = versions["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| (v["version"].as_u64().expect("n"), v["deleted"] == true))
+        .collect();
+    assert_eq!(list, [(3, false), (2, false), (1, false)], "{versions}");
+    b.sync_once(&server).await;
+    assert_eq!(
+        tree(&b.folder()),
+        [(
+            "notes.txt".to_owned(),
+            b"v3, saved through a temp file".to_vec()
+        )]
+    );
+    a.ok(&["sync", "stop"]).await;
+    let status = tokio::time::timeout(Duration::from_secs(20), daemon.wait())
+        .await
+        .expect("daemon exits")
+        .expect("wait");
+    assert!(status.success(), "daemon exit: {status}");
 }

@@ -72,6 +72,9 @@ pub struct DaemonStatus {
     /// Whether syncing is paused (by `pause`, until `resume`).
     #[serde(default)]
     pub paused: bool,
+    /// Whether the server's push channel is open (false: the head is polled every second).
+    #[serde(default)]
+    pub pushed: bool,
 }
 
 impl DaemonStatus {
@@ -89,6 +92,7 @@ impl DaemonStatus {
             last_pass_unix: 0,
             last_error: None,
             conflicts: 0,
+            pushed: false,
             watching: false,
             paused: false,
         }

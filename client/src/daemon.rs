@@ -2,7 +2,8 @@
 //! start` and the desktop app both run this loop.
 //!
 //! A pass runs whenever the folder changes (watched with `notify`, debounced), whenever the
-//! server's head moves (checked every second, one small round trip), when asked over the
+//! server's head moves (announced over the server's WebSocket, see [`crate::push`]; while that
+//! is down, checked every second, one small round trip), when asked over the
 //! control socket (`sync`, `resume`), and every `interval` as a safety net. A pass that moved
 //! something is followed at once by a confirming pass. A failed pass is reported, the
 //! connection renewed, and the next trigger tries again. While paused, no pass runs and the
@@ -25,6 +26,10 @@ use crate::engine::{Engine, EngineOptions, Event, PassSummary, SyncError};
 use crate::remote::{Remote, RemoteError, Trust};
 use crate::rest::{RestClient, RestError, Session, quic_addr_for};
 use crate::watch::FolderWatcher;
+
+/// Between two head checks while the push channel is up (it announces every head change; the
+/// check only covers an announcement lost on the way).
+pub const HEAD_POLL_PUSHED: Duration = Duration::from_secs(30);
 
 /// Seconds between safety-net scans while the folder is watched.
 pub const SAFETY_SCAN: Duration = Duration::from_secs(600);
@@ -251,7 +256,7 @@ pub async fn connect(
 pub struct Daemon {
     engine: Engine,
     remote: Remote,
-    session: Session,
+    session: Arc<Session>,
     pin: QuicPin,
     device: String,
     remote_name: String,
@@ -327,7 +332,7 @@ impl Daemon {
         Ok(Daemon {
             engine,
             remote,
-            session,
+            session: Arc::new(session),
             pin,
             device: config.device.clone(),
             remote_name: options.remote,
@@ -462,7 +467,13 @@ impl Daemon {
                 FALLBACK_SCAN
             })
             .max(Duration::from_secs(1));
+        let mut push = crate::push::Push::start(
+            Arc::clone(&self.session),
+            self.remote_name.clone(),
+            crate::push::client_id(&self.device),
+        );
         let mut last_seq = None;
+        let mut last_poll = tokio::time::Instant::now();
         loop {
             if self.commands.paused() {
                 lock(&self.shared).state = "paused".into();
@@ -504,13 +515,14 @@ impl Daemon {
                     }
                 }
             }
-            // Wait for a local change, a moved head (one round trip a second), a request, the
-            // safety-net interval, or a stop.
+            // Wait for a local change, a moved head (pushed, or one round trip a second while the
+            // push channel is down), a request, the safety-net interval, or a stop.
             let deadline = tokio::time::Instant::now() + interval;
             loop {
                 tokio::select! {
                     () = &mut *stop => return,
                     () = self.commands.wake.notified() => break,
+                    () = push.moved_past(last_seq), if !self.commands.paused() => break,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     changed = local_change(&mut watcher) => {
                         if changed {
@@ -523,6 +535,14 @@ impl Daemon {
                 if self.commands.paused() {
                     break;
                 }
+                lock(&self.shared).pushed = push.connected();
+                if push.connected() && last_poll.elapsed() < HEAD_POLL_PUSHED {
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    continue;
+                }
+                last_poll = tokio::time::Instant::now();
                 match self.remote.head().await {
                     // Someone committed since this daemon's last pass.
                     Ok((seq, _)) if Some(seq) != last_seq => break,

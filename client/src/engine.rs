@@ -196,7 +196,15 @@ pub struct Engine {
     state: State,
     events: UnboundedSender<Event>,
     conflict_copies: bool,
+    clock: Clock,
+    /// The filesystem's time just before the last scan began (see [`settle_scan_cache`]).
+    scan_stamp: Option<i64>,
+    /// Paths this pass wrote and recorded in the scan cache.
+    written: Vec<String>,
 }
+
+/// Where an engine reads the time its conflict copies are named after.
+pub type Clock = Box<dyn Fn() -> plan::UtcTime + Send + Sync>;
 
 /// Takes the state dir's lock (`engine.lock`, holding the owner's pid), or says who holds it.
 fn lock_state(state_dir: &Path, root: &Path) -> Result<File, SyncError> {
@@ -327,7 +335,16 @@ impl Engine {
             state,
             events,
             conflict_copies: true,
+            clock: Box::new(crate::time::utc_now),
+            scan_stamp: None,
+            written: Vec::new(),
         })
+    }
+
+    /// Replaces the wall clock that names conflict copies (a simulation gives every run the
+    /// same names). Nothing else in a pass reads the time to decide anything.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     /// Whether a local file that loses an edit conflict is kept as a copy beside the path (the
@@ -346,6 +363,15 @@ impl Engine {
     /// [`SyncError`]; the state is saved only after a pass that completed its commit, so a
     /// failed pass is simply repeated.
     pub async fn pass(&mut self, remote: &Remote) -> Result<PassSummary, SyncError> {
+        let result = self.pass_inner(remote).await;
+        if result.is_err() {
+            // Not saved, but the next pass of this engine starts from the same cache.
+            self.settle_scan_cache();
+        }
+        result
+    }
+
+    async fn pass_inner(&mut self, remote: &Remote) -> Result<PassSummary, SyncError> {
         self.emit(Event::Phase("scanning"));
         let local = self.scan().await?;
         let mut summary = PassSummary::default();
@@ -364,7 +390,7 @@ impl Engine {
             self.state.remote_seq = seq;
             self.state.remote_root = Some(root);
             self.state.remote = remote_tree;
-            let now = crate::time::utc_now();
+            let now = (self.clock)();
             // Ignored paths exist on neither side, so nothing touches them.
             let base = self.ignores.filter(&self.state.base);
             let remote_view = self.ignores.filter(&self.state.remote);
@@ -438,6 +464,7 @@ impl Engine {
                 };
             }
             summary.problems = failed.len() as u64;
+            self.settle_scan_cache();
             self.state.base = base;
             self.state.remote_seq = committed.0;
             self.state.remote_root = Some(committed.1);
@@ -496,6 +523,7 @@ impl Engine {
             self.state.remote_seq = committed.0;
             self.state.remote_root = Some(committed.1);
             self.state.remote = planned.merged;
+            self.settle_scan_cache();
             self.state
                 .save(&self.options.state_dir)
                 .map_err(SyncError::Local)?;
@@ -634,6 +662,8 @@ impl Engine {
             });
         }
         let ignores = self.ignores.clone();
+        // Before any file is looked at: see `settle_scan_cache`.
+        self.scan_stamp = fs_now(&self.options.state_dir);
         let (tree, cache, problems) =
             blocking(move || Ok(scan_folder(&root, nodes.as_ref(), cache, &ignores))).await?;
         self.state.scan = cache;
@@ -685,7 +715,9 @@ impl Engine {
         }
         // Children before parents: a cached node always has its whole subtree cached.
         let nodes = Arc::clone(&self.nodes);
-        let old_root = self.state.remote_root;
+        // Until the diff is applied the flattened tree is gone, so no root may claim it: a pull
+        // that fails here starts the next one from scratch instead of from a half-empty tree.
+        let old_root = self.state.remote_root.take();
         let mut tree = std::mem::take(&mut self.state.remote);
         blocking(move || {
             for level in levels.iter().rev() {
@@ -1019,7 +1051,13 @@ impl Engine {
                         path: path.to_string(),
                         message,
                     });
-                    failed.push(path);
+                    // A rename that did not happen left its destination as it was too (a
+                    // conflict copy not made locally must not look deleted locally next pass).
+                    if let Action::Rename { from, to, .. } = action {
+                        failed.extend([from.clone(), to.clone()]);
+                    } else {
+                        failed.push(path);
+                    }
                 }
                 Err(LocalFailure::Fatal(e)) => return Err(e),
             }
@@ -1260,8 +1298,31 @@ impl Engine {
         Ok(())
     }
 
+    /// Keeps only the scan records a later change cannot hide behind, before the cache is
+    /// saved (see [`cacheable`]): a record the scan made must have changed before the scan
+    /// began, a record of a file this pass wrote must still match the file when looked at again
+    /// after a fresh stamp. A dropped record costs one more read of that file next scan.
+    fn settle_scan_cache(&mut self) {
+        let written: HashSet<String> = std::mem::take(&mut self.written).into_iter().collect();
+        let (Some(before), Some(now)) = (self.scan_stamp, fs_now(&self.options.state_dir)) else {
+            self.state.scan.clear();
+            return;
+        };
+        let root = &self.options.root;
+        self.state.scan.retain(|path, record| {
+            if written.contains(path) {
+                // Looked at after `now` was taken: any change since has a later change time.
+                cacheable(record, now)
+                    && fs::symlink_metadata(root.join(path)).is_ok_and(|m| same_stat(record, &m))
+            } else {
+                cacheable(record, before)
+            }
+        });
+    }
+
     /// Records a path the engine wrote, so the next scan does not see it as a local change.
     fn record(&mut self, path: &RelPath, entry: &Entry) {
+        self.written.push(path.as_str().to_owned());
         let full = self.options.root.join(path.as_str());
         if let Ok(meta) = fs::symlink_metadata(&full) {
             self.state.scan.insert(
@@ -1411,6 +1472,24 @@ fn ctime_ns(meta: &fs::Metadata) -> i64 {
     meta.ctime()
         .saturating_mul(1_000_000_000)
         .saturating_add(meta.ctime_nsec())
+}
+
+/// The filesystem's own "now": the change time of a stamp file rewritten in `state_dir`. Not
+/// the wall clock, which a skewed client (or `faketime`) may set anywhere.
+fn fs_now(state_dir: &Path) -> Option<i64> {
+    let path = state_dir.join("scan.stamp");
+    let mut file = File::create(&path).ok()?;
+    std::io::Write::write_all(&mut file, b"1").ok()?;
+    file.metadata().ok().map(|meta| ctime_ns(&meta))
+}
+
+/// Whether a scan record can be trusted, given a stamp of the filesystem's time taken before
+/// the file was looked at. A file changed twice within one tick of the timestamp clock, with the
+/// same size, looks unchanged ("racily clean", as git calls it); but when its last change came
+/// before the stamp, and so before the look, any later change has a later change time.
+fn cacheable(record: &ScanRecord, stamp_ns: i64) -> bool {
+    // Only the change time: it cannot be set by hand, while an mtime may be anywhere.
+    record.ctime_ns < stamp_ns
 }
 
 fn same_stat(record: &ScanRecord, meta: &fs::Metadata) -> bool {
@@ -1595,4 +1674,47 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| SyncError::Local(format!("internal: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ctime_ns: i64) -> ScanRecord {
+        ScanRecord {
+            size: 1,
+            mtime_ns: 0,
+            inode: 1,
+            ctime_ns,
+            entry: SavedEntry::from(&dir_entry_value()),
+        }
+    }
+
+    #[test]
+    fn only_records_changed_before_the_stamp_are_trusted() {
+        assert!(cacheable(&record(5), 6));
+        // Changed in the stamp's own tick: a second change in that tick would look the same.
+        assert!(!cacheable(&record(6), 6));
+        assert!(!cacheable(&record(7), 6));
+    }
+
+    #[test]
+    fn the_stamp_orders_changes_before_and_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("f");
+        fs::write(&file, b"one").expect("write");
+        let before = ctime_ns(&fs::metadata(&file).expect("stat"));
+        let stamp = fs_now(dir.path()).expect("stamp");
+        assert!(before <= stamp, "a change before the stamp is not after it");
+        fs::write(&file, b"two").expect("write");
+        let after = ctime_ns(&fs::metadata(&file).expect("stat"));
+        assert!(
+            after >= stamp,
+            "a change after the stamp has a change time at or after it"
+        );
+        // So a record of the file as first written is trusted only if that came in an earlier
+        // tick, and a record made after the second write never is against this stamp.
+        assert_eq!(cacheable(&record(before), stamp), before < stamp);
+        assert!(!cacheable(&record(after), stamp));
+    }
 }

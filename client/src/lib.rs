@@ -10,6 +10,7 @@
 //! - [`plan`]: the sync planner, a pure three-way merge of the base, local and remote trees.
 //!
 //! - [`remote`]: the QUIC sync protocol client, with certificate pinning.
+//! - [`push`]: the server's WebSocket, reduced to "this folder's head moved".
 //! - [`daemon`]: the loop that keeps one folder in sync until stopped (CLI and desktop).
 //! - [`control`]: a running daemon's control socket (status, pause, stop, event feed).
 //! - [`engine`]: the sync engine (scan, pull, plan, push, apply) and its events.
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod files;
 pub mod ignores;
 pub mod plan;
+pub mod push;
 pub mod remote;
 pub mod rest;
 pub mod state;

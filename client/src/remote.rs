@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use cairn_protocol::stream::{StreamError, read_control, read_raw, write_control, write_raw};
@@ -78,6 +79,21 @@ pub enum CommitResult {
     Stale(u64, NodeId),
 }
 
+/// A connection loss made on purpose (see [`Remote::inject_fault`]), for fault tests: the
+/// connection is really closed, so the engine sees exactly what a dropped network gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The connection drops just before the request `n` requests from now (0: the next one)
+    /// is sent: the server never sees it.
+    DropBefore(u64),
+    /// The request `n` requests from now is sent and fully answered, then the connection drops
+    /// before the client takes the answer: the server did it, the client cannot know.
+    LoseAnswer(u64),
+    /// As [`Fault::LoseAnswer`], for the next request of this kind (`commit`, `put_blocks`…, as
+    /// [`Request::name`] calls them).
+    LoseAnswerTo(&'static str),
+}
+
 /// A connection to a server's sync endpoint, bound to one folder.
 #[derive(Debug)]
 pub struct Remote {
@@ -86,6 +102,10 @@ pub struct Remote {
     folder: String,
     up: Throttle,
     down: Throttle,
+    /// Requests sent so far.
+    calls: AtomicU64,
+    /// An injected fault: the request number it hits, and how.
+    fault: std::sync::Mutex<Option<(u64, Fault)>>,
 }
 
 impl Remote {
@@ -155,6 +175,8 @@ impl Remote {
             folder: folder.to_owned(),
             up: Throttle::default(),
             down: Throttle::default(),
+            calls: AtomicU64::new(0),
+            fault: std::sync::Mutex::new(None),
         };
         remote.hello(token, device).await?;
         Ok(remote)
@@ -176,6 +198,47 @@ impl Remote {
         }
     }
 
+    /// Arms a [`Fault`]: a later request of this connection loses it. Replaces an armed one.
+    pub fn inject_fault(&self, fault: Fault) {
+        let ahead = match fault {
+            Fault::DropBefore(n) | Fault::LoseAnswer(n) => n,
+            Fault::LoseAnswerTo(_) => 0,
+        };
+        let at = self.calls.load(Ordering::SeqCst).saturating_add(ahead);
+        if let Ok(mut armed) = self.fault.lock() {
+            *armed = Some((at, fault));
+        }
+    }
+
+    /// Requests sent on this connection so far.
+    pub fn requests_sent(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The fault armed for request number `n` (named `name`), disarming it.
+    fn fault_at(&self, n: u64, name: &str) -> Option<Fault> {
+        let mut armed = self.fault.lock().ok()?;
+        match *armed {
+            Some((_, fault @ Fault::LoseAnswerTo(kind))) if kind == name => {
+                *armed = None;
+                Some(fault)
+            }
+            Some((at, fault @ (Fault::DropBefore(_) | Fault::LoseAnswer(_)))) if at == n => {
+                *armed = None;
+                Some(fault)
+            }
+            _ => None,
+        }
+    }
+
+    /// The error of a request on a closed connection (what a dropped network gives).
+    async fn lost(&self) -> RemoteError {
+        match self.connection.open_bi().await {
+            Err(e) => RemoteError::Stream(StreamError::Write(e.into())),
+            Ok(_) => RemoteError::Protocol { request: "fault" },
+        }
+    }
+
     /// Sends a request (and raw frames after it); returns the answer and the stream to read
     /// any frames that follow it.
     async fn call(
@@ -183,6 +246,13 @@ impl Remote {
         request: &Request,
         frames: &[Vec<u8>],
     ) -> Result<(Response, quinn::RecvStream), RemoteError> {
+        let fault = self.fault_at(self.calls.fetch_add(1, Ordering::SeqCst), request.name());
+        if fault.is_some() {
+            tracing::debug!(?fault, request = request.name(), "injected fault");
+        }
+        if let Some(Fault::DropBefore(_)) = fault {
+            self.close();
+        }
         let (mut send, mut recv) = self
             .connection
             .open_bi()
@@ -194,6 +264,10 @@ impl Remote {
         }
         let _ = send.finish();
         let response: Response = read_control(&mut recv).await?;
+        if let Some(Fault::LoseAnswer(_) | Fault::LoseAnswerTo(_)) = fault {
+            self.close();
+            return Err(self.lost().await);
+        }
         if let Response::Error { code, message } = response {
             return Err(RemoteError::Refused {
                 request: request.name(),

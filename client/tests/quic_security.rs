@@ -1,95 +1,15 @@
 //! The QUIC endpoint's refusals: no hello, a bad token, another user's blocks and nodes, forged
 //! commits (blocks never uploaded, wrong sizes, a stale base), a changed certificate.
 
-use std::net::SocketAddr;
-
 use cairn_client::remote::{CommitResult, Remote, RemoteError, Trust};
 use cairn_protocol::wire::ErrorCode;
-use cairn_server::Server;
-use cairn_server::config::ServerConfig;
 use cairn_store::dir::chunk_dir;
 use cairn_store::node::{BlockRef, DirEntry, EntryKind, FileNode, Name, Node};
 use cairn_store::{BlockId, NodeId};
 
-struct TestServer {
-    http: String,
-    quic: SocketAddr,
-    fingerprint: String,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
+mod support;
 
-async fn start_server() -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let config = ServerConfig {
-        listen: addr,
-        data_dir: dir.path().to_path_buf(),
-        database_url: format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("cairn.db").display()
-        ),
-        storage_path: dir.path().join("blocks"),
-        jwt_secret: b"quic-security-test-secret-32-by!".to_vec(),
-        quota_default: 1 << 20,
-        upload_size_max: 1 << 20,
-        version_retention: None,
-        quic_listen: Some("127.0.0.1:0".parse().expect("addr")),
-        tls: None,
-        services: Default::default(),
-    };
-    let server = Server::start(config).await.expect("server starts");
-    let quic = server.quic_addr().expect("QUIC runs");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = server
-            .serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    let http = format!("http://{addr}");
-    let info: serde_json::Value = reqwest::get(format!("{http}/sync/info"))
-        .await
-        .expect("sync info")
-        .json()
-        .await
-        .expect("json");
-    TestServer {
-        http,
-        quic,
-        fingerprint: info["fingerprint"]
-            .as_str()
-            .expect("fingerprint")
-            .to_owned(),
-        _dir: dir,
-        _stop: stop,
-    }
-}
-
-async fn token(server: &TestServer, user: &str) -> String {
-    let client = reqwest::Client::new();
-    let body = serde_json::json!({"username": user, "email": format!("{user}@example.com"), "password": "correct horse battery"});
-    client
-        .post(format!("{}/auth/register", server.http))
-        .json(&body)
-        .send()
-        .await
-        .expect("register");
-    let login: serde_json::Value = client
-        .post(format!("{}/auth/login", server.http))
-        .json(&serde_json::json!({"username": user, "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    login["access_token"].as_str().expect("token").to_owned()
-}
+use support::{TestServer, start_server, token};
 
 async fn connect(server: &TestServer, token: &str) -> Result<Remote, RemoteError> {
     Remote::connect(
@@ -135,7 +55,7 @@ fn tree_with(blocks: &[&[u8]], size: u64) -> (Vec<u8>, Vec<u8>, NodeId) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_bad_tokens_and_changed_certificates() {
-    let server = start_server().await;
+    let server = start_server(1 << 20).await;
     assert_eq!(
         code(connect(&server, "not-a-token").await),
         ErrorCode::Unauthorized
@@ -161,7 +81,7 @@ async fn refuses_bad_tokens_and_changed_certificates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_hashes_are_not_capabilities() {
-    let server = start_server().await;
+    let server = start_server(1 << 20).await;
     let alice = connect(&server, &token(&server, "alice").await)
         .await
         .expect("alice");
@@ -207,7 +127,7 @@ async fn block_hashes_are_not_capabilities() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_commits_are_refused() {
-    let server = start_server().await;
+    let server = start_server(1 << 20).await;
     let remote = connect(&server, &token(&server, "frank").await)
         .await
         .expect("connect");

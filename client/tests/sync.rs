@@ -2,95 +2,16 @@
 //! of one user keep a folder identical, and the scenarios of `../shared/reliability.md` hold.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use cairn_client::engine::{Engine, EngineOptions, Event, PassSummary, SyncError};
-use cairn_client::remote::{Remote, Trust};
-use cairn_server::Server;
-use cairn_server::config::ServerConfig;
+use cairn_client::remote::{Fault, Remote, Trust};
 use tokio::sync::mpsc;
 
-struct TestServer {
-    http: String,
-    quic: SocketAddr,
-    fingerprint: String,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
+mod support;
 
-async fn start_server() -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let config = ServerConfig {
-        listen: addr,
-        data_dir: dir.path().to_path_buf(),
-        database_url: format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("cairn.db").display()
-        ),
-        storage_path: dir.path().join("blocks"),
-        jwt_secret: b"engine-test-secret-of-32-bytes!!".to_vec(),
-        quota_default: 1 << 32,
-        upload_size_max: 1 << 30,
-        version_retention: None,
-        quic_listen: Some("127.0.0.1:0".parse().expect("addr")),
-        tls: None,
-        services: Default::default(),
-    };
-    let server = Server::start(config).await.expect("server starts");
-    let quic = server.quic_addr().expect("QUIC runs");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = server
-            .serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    let http = format!("http://{addr}");
-    let info: serde_json::Value = reqwest::get(format!("{http}/sync/info"))
-        .await
-        .expect("sync info")
-        .json()
-        .await
-        .expect("json");
-    TestServer {
-        http,
-        quic,
-        fingerprint: info["fingerprint"]
-            .as_str()
-            .expect("fingerprint")
-            .to_owned(),
-        _dir: dir,
-        _stop: stop,
-    }
-}
-
-async fn token(server: &TestServer, user: &str) -> String {
-    let client = reqwest::Client::new();
-    let body = serde_json::json!({"username": user, "email": format!("{user}@example.com"), "password": "correct horse battery"});
-    let _ = client
-        .post(format!("{}/auth/register", server.http))
-        .json(&body)
-        .send()
-        .await
-        .expect("register");
-    let login: serde_json::Value = client
-        .post(format!("{}/auth/login", server.http))
-        .json(&serde_json::json!({"username": user, "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    login["access_token"].as_str().expect("token").to_owned()
-}
+use support::{TestServer, start_server, token};
 
 struct Device {
     engine: Engine,
@@ -132,6 +53,21 @@ impl Device {
             events,
             _dirs: (root, state),
         }
+    }
+
+    /// A new connection, as after a network change.
+    async fn reconnect(&mut self, server: &TestServer, token: &str) {
+        self.remote.close();
+        self.remote = Remote::connect(
+            server.quic,
+            "localhost",
+            &Trust::Pinned(server.fingerprint.clone()),
+            token,
+            "reconnected",
+            "default",
+        )
+        .await
+        .expect("reconnect");
     }
 
     async fn sync(&mut self) -> PassSummary {
@@ -201,7 +137,7 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_converge_and_no_change_is_one_round_trip() {
-    let server = start_server().await;
+    let server = start_server(1 << 32).await;
     let token = token(&server, "alice").await;
     let mut a = Device::new(&server, &token, "laptop").await;
     let mut b = Device::new(&server, &token, "desktop").await;
@@ -250,7 +186,7 @@ async fn two_devices_converge_and_no_change_is_one_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_edits_keep_both_and_edit_beats_delete() {
-    let server = start_server().await;
+    let server = start_server(1 << 32).await;
     let token = token(&server, "bob").await;
     let mut a = Device::new(&server, &token, "laptop").await;
     let mut b = Device::new(&server, &token, "desktop").await;
@@ -296,7 +232,7 @@ async fn concurrent_edits_keep_both_and_edit_beats_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_conflict_copies_the_loser_is_kept_in_the_version_history() {
-    let server = start_server().await;
+    let server = start_server(1 << 32).await;
     let token = token(&server, "carol").await;
     let mut a = Device::new(&server, &token, "laptop").await;
     let mut b = Device::new(&server, &token, "desktop").await;
@@ -390,7 +326,7 @@ async fn without_conflict_copies_the_loser_is_kept_in_the_version_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_byte_change_in_a_big_file_moves_few_blocks() {
-    let server = start_server().await;
+    let server = start_server(1 << 32).await;
     let token = token(&server, "carol").await;
     let mut a = Device::new(&server, &token, "laptop").await;
     let mut b = Device::new(&server, &token, "desktop").await;
@@ -412,7 +348,7 @@ async fn one_byte_change_in_a_big_file_moves_few_blocks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_device_does_not_resurrect_deletes_and_mass_deletes_pause() {
-    let server = start_server().await;
+    let server = start_server(1 << 32).await;
     let token = token(&server, "dave").await;
     let mut a = Device::new(&server, &token, "laptop").await;
     let mut b = Device::new(&server, &token, "desktop").await;
@@ -437,4 +373,82 @@ async fn a_stale_device_does_not_resurrect_deletes_and_mass_deletes_pause() {
     assert!(matches!(err, SyncError::MassDelete { .. }), "{err}");
     b.sync().await;
     assert!(b.root.join("docs/10.txt").exists(), "nothing deleted on B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_upload_resumes_without_resending_what_the_server_has() {
+    let server = start_server(1 << 32).await;
+    let token = token(&server, "resume").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    // 80 MiB of incompressible data: five upload requests of 16 MiB.
+    for i in 0..5u64 {
+        a.write(
+            &format!("videos/clip{i}.bin"),
+            &pseudo_random(16 << 20, 100 + i),
+        );
+    }
+    let total: u64 = 80 << 20;
+    // The connection drops just before the fourth request of the pass is sent (after the
+    // head, the first "which blocks do you lack" and at least one upload).
+    a.remote.inject_fault(Fault::DropBefore(4));
+    let failed = a.try_sync().await;
+    assert!(
+        matches!(failed, Err(SyncError::Remote(_))),
+        "the pass fails on the dropped connection: {failed:?}"
+    );
+    let mut acknowledged = 0;
+    while let Ok(event) = a.events.try_recv() {
+        if let Event::Progress {
+            direction: "upload",
+            done,
+            ..
+        } = event
+        {
+            acknowledged = done;
+        }
+    }
+    assert!(
+        acknowledged > 0 && acknowledged < total,
+        "some of the upload was acknowledged before the drop: {acknowledged}"
+    );
+
+    a.reconnect(&server, &token).await;
+    let resumed = a.sync().await;
+    assert_eq!(
+        resumed.bytes_up,
+        total - acknowledged,
+        "exactly the blocks the server did not get are sent again"
+    );
+    assert_eq!(resumed.uploaded, 5);
+    let pulled = b.sync().await;
+    assert_eq!(pulled.downloaded, 5);
+    assert_eq!(snapshot(&a.root), snapshot(&b.root));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_was_lost_is_not_made_twice() {
+    let server = start_server(1 << 32).await;
+    let token = token(&server, "lost").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    a.write("notes.txt", b"first");
+    a.sync().await;
+    b.sync().await;
+    a.write("notes.txt", b"second, from a");
+    // The server commits; the answer never arrives.
+    a.remote.inject_fault(Fault::LoseAnswerTo("commit"));
+    assert!(a.try_sync().await.is_err(), "the client cannot know");
+    a.reconnect(&server, &token).await;
+    // The next pass finds its own change on the server: no conflict, nothing uploaded again.
+    let again = a.sync().await;
+    assert_eq!(again.conflicts, 0, "{again:?}");
+    assert_eq!((again.uploaded, again.bytes_up), (0, 0), "{again:?}");
+    let pulled = b.sync().await;
+    assert_eq!(pulled.downloaded, 1);
+    assert_eq!(
+        std::fs::read(b.root.join("notes.txt")).expect("read"),
+        b"second, from a"
+    );
+    assert_eq!(snapshot(&a.root), snapshot(&b.root));
 }
