@@ -106,12 +106,21 @@ def edit_dataset(path, small_files, seed):
         with open(os.path.join(path, rel), "r+b") as f:
             f.write(rng.randbytes(16))
         changed.append(rel)
+    # The insert is streamed through a temp file: reading the 500 MiB file into this process
+    # would raise its high-water RSS, which every child forked afterwards reports as its own
+    # (Linux copies it into the child's ru_maxrss), and the Cairn RSS figures with it.
     big = os.path.join(path, "big.bin")
-    with open(big, "rb") as f:
-        data = f.read()
-    middle = len(data) // 2
-    with open(big, "wb") as f:
-        f.write(data[:middle] + rng.randbytes(100) + data[middle:])
+    middle = os.path.getsize(big) // 2
+    temp = big + ".edit"
+    with open(big, "rb") as src, open(temp, "wb") as dst:
+        remaining = middle
+        while remaining:
+            chunk = src.read(min(remaining, 1 << 20))
+            dst.write(chunk)
+            remaining -= len(chunk)
+        dst.write(rng.randbytes(100))
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.replace(temp, big)
     return changed + ["big.bin"]
 
 
@@ -187,6 +196,8 @@ def main():
             record("cairn initial download (B)", down)
             record("cairn initial A→B", up + down)
             record("cairn client peak RSS MiB", max(rss_a, rss_b))
+            record("cairn initial upload peak RSS MiB (A)", rss_a)
+            record("cairn initial download peak RSS MiB (B)", rss_b)
             quiet, out, _ = timed(once(source), env=env_a)
             record("cairn no-change pass", quiet)
             # rsync daemon and restic on the same data.

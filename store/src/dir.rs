@@ -122,6 +122,8 @@ pub fn edit_dir(
     let mut cutter = Cutter::new(0);
     let mut runs = Vec::new();
     let mut next_change = 0;
+    // Whether the last entry of `level_entries` is an old leaf kept as it was.
+    let mut last_kept = false;
     for (idx, leaf) in leaves.iter().enumerate() {
         // Changes up to the next leaf's first name land here (before the first leaf too).
         let end = leaves.get(idx + 1).map_or(changes.len(), |next| {
@@ -131,21 +133,19 @@ pub fn edit_dir(
         next_change = end;
         if here.is_empty() && cutter.is_fresh() {
             level_entries.push(leaf.clone());
+            last_kept = true;
             continue;
         }
-        let entries = match store.get_node(&leaf.child)? {
-            Node::DirLeaf(found)
-                if found.entries().first().map(|e| &e.name) == Some(&leaf.first_name) =>
-            {
-                found.into_entries()
+        // A kept leaf may have ended only because the first entry of this one did not fit
+        // after it (a size cut, decided by the next entry): its end moves when this leaf's
+        // start changes, so it is cut again together with this leaf.
+        if last_kept && let Some(previous) = level_entries.pop() {
+            for entry in leaf_entries(store, &previous)? {
+                cutter.push(entry, entry_encoded_len, |e| &e.name, &mut runs);
             }
-            _ => {
-                return Err(inconsistent(
-                    &leaf.child,
-                    "an index names a chunk that does not fit",
-                ));
-            }
-        };
+        }
+        last_kept = false;
+        let entries = leaf_entries(store, leaf)?;
         for entry in merge(entries, here) {
             cutter.push(entry, entry_encoded_len, |e| &e.name, &mut runs);
         }
@@ -171,6 +171,21 @@ pub fn edit_dir(
         entries,
         size,
     })
+}
+
+/// The entries of the leaf an index entry names (checked to start with its first name).
+fn leaf_entries(store: &(impl NodeStore + ?Sized), leaf: &IndexEntry) -> Result<Vec<DirEntry>> {
+    match store.get_node(&leaf.child)? {
+        Node::DirLeaf(found)
+            if found.entries().first().map(|e| &e.name) == Some(&leaf.first_name) =>
+        {
+            Ok(found.into_entries())
+        }
+        _ => Err(inconsistent(
+            &leaf.child,
+            "an index names a chunk that does not fit",
+        )),
+    }
 }
 
 /// The entry named `name` in the directory rooted at `root`, reading one node per index level.
