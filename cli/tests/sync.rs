@@ -132,6 +132,24 @@ impl Device {
     }
 }
 
+/// Registers `user` on device `a` and logs device `b` in as the same user.
+async fn sign_up_both(a: &Device, b: &Device, server: &str, user: &str) {
+    let email = format!("{user}@example.com");
+    a.ok(&[
+        "user",
+        "register",
+        "--server",
+        server,
+        "--username",
+        user,
+        "--email",
+        &email,
+    ])
+    .await;
+    b.ok(&["user", "login", "--server", server, "--username", user])
+        .await;
+}
+
 fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -160,19 +178,7 @@ async fn two_devices_sync_through_the_cli() {
     let (server, _data, _stop) = start_server().await;
     let a = Device::new();
     let b = Device::new();
-    a.ok(&[
-        "user",
-        "register",
-        "--server",
-        &server,
-        "--username",
-        "gina",
-        "--email",
-        "gina@example.com",
-    ])
-    .await;
-    b.ok(&["user", "login", "--server", &server, "--username", "gina"])
-        .await;
+    sign_up_both(&a, &b, &server, "gina").await;
 
     std::fs::create_dir_all(a.folder().join("docs")).expect("mkdir");
     std::fs::write(a.folder().join("docs/a.txt"), b"alpha").expect("write");
@@ -325,19 +331,7 @@ async fn running_daemons_carry_a_change_across_and_stop_on_request() {
     let (server, _data, _stop) = start_server().await;
     let a = Device::new();
     let b = Device::new();
-    a.ok(&[
-        "user",
-        "register",
-        "--server",
-        &server,
-        "--username",
-        "hank",
-        "--email",
-        "hank@example.com",
-    ])
-    .await;
-    b.ok(&["user", "login", "--server", &server, "--username", "hank"])
-        .await;
+    sign_up_both(&a, &b, &server, "hank").await;
     let mut daemons = Vec::new();
     for device in [&a, &b] {
         let folder = device.folder();
@@ -819,19 +813,7 @@ async fn a_device_with_a_skewed_clock_neither_wins_nor_loses_by_it() {
     // A's clock is three days behind, for every `cairn` it runs.
     let a = Device::skewed("-3d");
     let b = Device::new();
-    a.ok(&[
-        "user",
-        "register",
-        "--server",
-        &server,
-        "--username",
-        "kim",
-        "--email",
-        "kim@example.com",
-    ])
-    .await;
-    b.ok(&["user", "login", "--server", &server, "--username", "kim"])
-        .await;
+    sign_up_both(&a, &b, &server, "kim").await;
     // The clock really is off in A's processes: its token expiry, computed by the server, is
     // fine, and so is everything the pinned certificate check does.
     std::fs::write(b.folder().join("notes.txt"), b"v1 from b").expect("write");
@@ -910,19 +892,7 @@ async fn editor_saves_through_a_running_daemon_are_one_change_each() {
     let (server, _data, _stop) = start_server().await;
     let a = Device::new();
     let b = Device::new();
-    a.ok(&[
-        "user",
-        "register",
-        "--server",
-        &server,
-        "--username",
-        "lee",
-        "--email",
-        "lee@example.com",
-    ])
-    .await;
-    b.ok(&["user", "login", "--server", &server, "--username", "lee"])
-        .await;
+    sign_up_both(&a, &b, &server, "lee").await;
     let notes = a.folder().join("notes.txt");
     std::fs::write(&notes, b"v1").expect("write");
     let folder = a.folder();

@@ -38,7 +38,7 @@ use cairn_client::engine::{Engine, EngineOptions, Event, PassSummary, SyncError}
 use cairn_client::remote::{Fault, Remote, Trust};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
-use support::{TestServer, start_server, token};
+use support::{TestServer, snapshot, start_server, token};
 use tokio::sync::mpsc;
 
 const DEVICES: usize = 3;
@@ -110,31 +110,6 @@ struct Sim<'a> {
 
 fn hash(bytes: &[u8]) -> Hash {
     *blake3::hash(bytes).as_bytes()
-}
-
-/// Files (content, mode) and directories under `root`, by relative path; directories end in `/`.
-fn snapshot(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for item in std::fs::read_dir(&dir).expect("read_dir").flatten() {
-            let path = item.path();
-            let rel = path
-                .strip_prefix(root)
-                .expect("prefix")
-                .to_string_lossy()
-                .into_owned();
-            let meta = std::fs::symlink_metadata(&path).expect("meta");
-            if meta.is_dir() {
-                out.insert(format!("{rel}/"), (Vec::new(), 0));
-                stack.push(path);
-            } else {
-                let mode = meta.permissions().mode() & 0o777;
-                out.insert(rel, (std::fs::read(&path).expect("read"), mode));
-            }
-        }
-    }
-    out
 }
 
 fn digest(snap: &BTreeMap<String, (Vec<u8>, u32)>) -> String {

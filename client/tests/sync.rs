@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 mod support;
 
-use support::{TestServer, start_server, token};
+use support::{TestServer, snapshot, start_server, token};
 
 struct Device {
     engine: Engine,
@@ -93,34 +93,6 @@ impl Device {
         }
         out
     }
-}
-
-/// Every file and symlink under `root` with its content (and mode for files).
-fn snapshot(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for item in std::fs::read_dir(&dir).expect("read_dir").flatten() {
-            let path = item.path();
-            let rel = path
-                .strip_prefix(root)
-                .expect("prefix")
-                .to_string_lossy()
-                .into_owned();
-            let meta = std::fs::symlink_metadata(&path).expect("meta");
-            if meta.is_dir() {
-                out.insert(format!("{rel}/"), (Vec::new(), 0));
-                stack.push(path);
-            } else if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&path).expect("link");
-                out.insert(rel, (target.to_string_lossy().as_bytes().to_vec(), 0o777));
-            } else {
-                let mode = meta.permissions().mode() & 0o7777;
-                out.insert(rel, (std::fs::read(&path).expect("read"), mode));
-            }
-        }
-    }
-    out
 }
 
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {

@@ -3,7 +3,10 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 
 use cairn_server::Server;
 use cairn_server::config::ServerConfig;
@@ -95,4 +98,33 @@ pub(crate) async fn token(server: &TestServer, user: &str) -> String {
         .await
         .expect("json");
     login["access_token"].as_str().expect("token").to_owned()
+}
+
+/// Every file, symlink and directory under `root` by relative path (directories end in `/`),
+/// with its content (a symlink's target) and mode.
+pub(crate) fn snapshot(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for item in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let path = item.path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
+            let meta = std::fs::symlink_metadata(&path).expect("meta");
+            if meta.is_dir() {
+                out.insert(format!("{rel}/"), (Vec::new(), 0));
+                stack.push(path);
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).expect("link");
+                out.insert(rel, (target.to_string_lossy().as_bytes().to_vec(), 0o777));
+            } else {
+                let mode = meta.permissions().mode() & 0o7777;
+                out.insert(rel, (std::fs::read(&path).expect("read"), mode));
+            }
+        }
+    }
+    out
 }
