@@ -12,17 +12,22 @@
 //!    lacks (bottom-up: blocks, then nodes children-first, so an interrupted upload never leaves
 //!    a node whose children are missing), then commit as compare-and-swap. A stale head makes
 //!    the pass start over from the new head (the merge base is unchanged, so nothing is lost).
+//!    Blocks go in 8 MiB requests, several in flight, read in file order off the async threads;
+//!    the ids the server computes (it re-hashes everything) must be the ones the scan found.
 //! 6. **Apply** the plan locally: downloads go to a temp file in the same directory, fsynced,
 //!    then renamed over the target, but only if the target is still what the scan saw
 //!    (otherwise the path is left for the next pass, which sees a conflict). Blocks the old
-//!    version of a file already has are copied locally, not downloaded. Every write is recorded
-//!    in the scan cache, so it never comes back as a local change.
+//!    version of a file already has are copied locally, not downloaded; the rest of the pass's
+//!    blocks stream in ahead of the writer, across files, several requests at once
+//!    ([`crate::fetch`]). Temps are fsynced in batches (parallel fsyncs), then renamed, then
+//!    their directories fsynced. Every write is recorded in the scan cache, so it never comes
+//!    back as a local change.
 //! 7. **Save** the state.
 //!
 //! Paths are confined to the folder: [`RelPath`] has no `..` or absolute forms, and every
 //! parent of a path written is checked to be a real directory, not a symlink.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -34,11 +39,14 @@ use cairn_protocol::wire::KeptVersion;
 use cairn_store::chunk::ChunkConfig;
 use cairn_store::dir::{chunk_dir, store_dir};
 use cairn_store::edit::{Edit, edit_many};
-use cairn_store::fs::{FsBlockStore, FsStoreOptions};
 use cairn_store::node::{DirEntry, EntryKind, FileNode, Node, SymlinkNode};
 use cairn_store::{BlockId, BlockStore, NodeId, NodeStore, Put};
 use tokio::sync::mpsc::UnboundedSender;
 
+use rayon::prelude::*;
+
+use crate::db::{NodeDb, StateDb};
+use crate::fetch::{self, Prefetch};
 use crate::ignores::Ignores;
 use crate::plan::{self, Action, Entry, Kind, Tree};
 use crate::remote::{CommitResult, Remote, RemoteError};
@@ -47,11 +55,21 @@ use crate::state::{SavedEntry, ScanRecord, State};
 /// Prefix of the temp files downloads are written to; the scan skips them.
 pub const TEMP_PREFIX: &str = ".cairn-tmp-";
 
+/// A download temp file unchanged this long is left from a run that died, and removed.
+const STALE_TEMP_SECS: u64 = 3600;
+
 /// Ids per node or lacking request.
 const IDS_PER_BATCH: usize = 4096;
 
-/// Bytes of blocks per upload or download request.
-const BYTES_PER_BATCH: usize = 16 * 1024 * 1024;
+/// Bytes of blocks per upload request.
+const BYTES_PER_BATCH: usize = 8 * 1024 * 1024;
+
+/// Downloaded files (and bytes of them) finished together: fsynced as one batch, then renamed.
+const STAGED_FILES_MAX: usize = 128;
+const STAGED_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// Threads fsyncing one batch at once.
+const FSYNC_THREADS: usize = 16;
 
 /// A pass that would delete more than half of a folder's files, and at least this many, stops
 /// and asks (`SyncError::MassDelete`) unless allowed.
@@ -192,7 +210,8 @@ pub struct Engine {
     ignores: Ignores,
     // Held for its lock: one engine per state dir (so per synced folder), across processes.
     _lock: File,
-    nodes: Arc<FsBlockStore>,
+    nodes: Arc<NodeDb>,
+    db: Arc<StateDb>,
     state: State,
     events: UnboundedSender<Event>,
     conflict_copies: bool,
@@ -325,13 +344,21 @@ impl Engine {
             SyncError::Local(format!("creating '{}': {e}", options.state_dir.display()))
         })?;
         let lock = lock_state(&options.state_dir, &options.root)?;
-        let nodes = FsBlockStore::open(options.state_dir.join("nodes"), FsStoreOptions::DEFAULT)?;
-        let state = State::load(&options.state_dir).map_err(SyncError::Local)?;
+        let (db, _) = StateDb::open(&options.state_dir).map_err(SyncError::Local)?;
+        let db = Arc::new(db);
+        let nodes = NodeDb::new(Arc::clone(&db));
+        let state = match crate::state::import_legacy(&options.state_dir, &db, &nodes)
+            .map_err(SyncError::Local)?
+        {
+            Some(state) => state,
+            None => State::load(&db).map_err(SyncError::Local)?,
+        };
         Ok(Engine {
             _lock: lock,
             ignores: Ignores::load(&options.root),
             options,
             nodes: Arc::new(nodes),
+            db,
             state,
             events,
             conflict_copies: true,
@@ -339,6 +366,24 @@ impl Engine {
             scan_stamp: None,
             written: Vec::new(),
         })
+    }
+
+    /// Saves the state (after the nodes it references), off the async threads.
+    async fn save_state(&mut self) -> Result<(), SyncError> {
+        let state = std::mem::take(&mut self.state);
+        let nodes = Arc::clone(&self.nodes);
+        let db = Arc::clone(&self.db);
+        let (state, saved) = tokio::task::spawn_blocking(move || {
+            let saved = nodes
+                .sync()
+                .map_err(|e| e.to_string())
+                .and_then(|()| state.save(&db));
+            (state, saved)
+        })
+        .await
+        .map_err(|e| SyncError::Local(e.to_string()))?;
+        self.state = state;
+        saved.map_err(SyncError::Local)
     }
 
     /// Replaces the wall clock that names conflict copies (a simulation gives every run the
@@ -469,9 +514,7 @@ impl Engine {
             self.state.remote_seq = committed.0;
             self.state.remote_root = Some(committed.1);
             self.state.remote = planned.merged;
-            self.state
-                .save(&self.options.state_dir)
-                .map_err(SyncError::Local)?;
+            self.save_state().await?;
             crate::conflicts::add(&self.options.state_dir, &self.options.root, records)
                 .map_err(SyncError::Local)?;
             summary.seq = committed.0;
@@ -524,9 +567,7 @@ impl Engine {
             self.state.remote_root = Some(committed.1);
             self.state.remote = planned.merged;
             self.settle_scan_cache();
-            self.state
-                .save(&self.options.state_dir)
-                .map_err(SyncError::Local)?;
+            self.save_state().await?;
             summary.seq = committed.0;
             summary.in_sync = true;
             return Ok(summary);
@@ -845,8 +886,10 @@ impl Engine {
         let edits = self.remote_edits(planned)?;
         let nodes = Arc::clone(&self.nodes);
         let new_root = blocking(move || Ok(edit_many(nodes.as_ref(), &root, &edits)?)).await?;
-        // Data blocks of new file content, with where to read them locally.
-        let mut sources: BTreeMap<BlockId, (RelPath, u64, u32)> = BTreeMap::new();
+        // Data blocks of new file content, with where to read them locally, in file order (so
+        // reads are sequential).
+        let mut sources: Vec<(BlockId, RelPath, u64, u32)> = Vec::new();
+        let mut listed: HashSet<BlockId> = HashSet::new();
         // Conflict losers kept in the history without a copy: still at their path locally.
         let kept: Vec<(&RelPath, &Entry)> = planned
             .conflicts
@@ -867,47 +910,21 @@ impl Engine {
                 };
                 let mut offset = 0u64;
                 for block in file.blocks() {
-                    sources
-                        .entry(block.id)
-                        .or_insert_with(|| (source.clone(), offset, block.len));
+                    if listed.insert(block.id) {
+                        sources.push((block.id, source.clone(), offset, block.len));
+                    }
                     offset += u64::from(block.len);
                 }
             }
         }
-        let ids: Vec<BlockId> = sources.keys().copied().collect();
+        let ids: Vec<BlockId> = sources.iter().map(|s| s.0).collect();
         let mut lacking = Vec::new();
         for batch in ids.chunks(IDS_PER_BATCH) {
             lacking.extend(remote.lacking(batch).await?.into_iter().map(|i| batch[i]));
         }
-        let total: u64 = lacking.iter().map(|id| u64::from(sources[id].2)).sum();
-        let mut done = 0u64;
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0usize;
-        let batch_max = remote.upload_batch_bytes(BYTES_PER_BATCH);
-        for (i, id) in lacking.iter().enumerate() {
-            let (path, offset, len) = &sources[id];
-            let bytes = read_block(&self.options.root, path, *offset, *len)?;
-            if BlockId::of(&bytes) != *id {
-                return Err(SyncError::Local(format!(
-                    "'{path}' changed while it was being uploaded; it will be read again on the next pass"
-                )));
-            }
-            batch_bytes += bytes.len();
-            batch.push(bytes);
-            if batch_bytes >= batch_max || batch.len() >= IDS_PER_BATCH || i + 1 == lacking.len() {
-                let sent = remote.put_blocks(&batch).await?;
-                summary.blocks_up += sent.len() as u64;
-                summary.bytes_up += batch_bytes as u64;
-                done += batch_bytes as u64;
-                self.emit(Event::Progress {
-                    direction: "upload",
-                    done,
-                    total,
-                });
-                batch.clear();
-                batch_bytes = 0;
-            }
-        }
+        let lacking: HashSet<BlockId> = lacking.into_iter().collect();
+        sources.retain(|s| lacking.contains(&s.0));
+        self.upload_blocks(remote, sources, summary).await?;
         // Nodes the server lacks, found top-down, sent bottom-up.
         let mut levels: Vec<Vec<NodeId>> = Vec::new();
         let mut frontier = vec![new_root];
@@ -975,12 +992,160 @@ impl Engine {
         Ok((result, new_root))
     }
 
+    /// Uploads the blocks at `sources` (id, path, offset, length), in batches of up to
+    /// [`BYTES_PER_BATCH`] with several requests in flight: each batch is read off the async
+    /// threads while the ones before it travel, and the ids the server computed are checked
+    /// against the scan's.
+    async fn upload_blocks(
+        &self,
+        remote: &Remote,
+        sources: Vec<(BlockId, RelPath, u64, u32)>,
+        summary: &mut PassSummary,
+    ) -> Result<(), SyncError> {
+        let total: u64 = sources.iter().map(|s| u64::from(s.3)).sum();
+        let batch_max = remote.upload_batch_bytes(BYTES_PER_BATCH) as u64;
+        let mut batches: Vec<Vec<(BlockId, RelPath, u64, u32)>> = Vec::new();
+        let mut batch_bytes = 0u64;
+        for source in sources {
+            let starts_new = batches.last().is_none_or(|b| {
+                batch_bytes + u64::from(source.3) > batch_max || b.len() >= IDS_PER_BATCH
+            });
+            if starts_new {
+                batches.push(Vec::new());
+                batch_bytes = 0;
+            }
+            batch_bytes += u64::from(source.3);
+            if let Some(batch) = batches.last_mut() {
+                batch.push(source);
+            }
+        }
+        let streams = remote.upload_streams(fetch::STREAMS);
+        let mut in_flight: tokio::task::JoinSet<Result<(u64, u64), SyncError>> =
+            tokio::task::JoinSet::new();
+        let mut done = 0u64;
+        let mut settle = |answer: Option<Result<Result<(u64, u64), SyncError>, _>>,
+                          summary: &mut PassSummary|
+         -> Result<(), SyncError> {
+            let Some(answer) = answer else {
+                return Ok(());
+            };
+            let (blocks, bytes) =
+                answer.map_err(|e: tokio::task::JoinError| SyncError::Local(e.to_string()))??;
+            summary.blocks_up += blocks;
+            summary.bytes_up += bytes;
+            done += bytes;
+            self.emit(Event::Progress {
+                direction: "upload",
+                done,
+                total,
+            });
+            Ok(())
+        };
+        for batch in batches {
+            let root = self.options.root.clone();
+            // Not hashed here: the server hashes every block it gets and answers the ids, which
+            // must be the ones the scan found (else the file changed since, and nothing is
+            // committed from it).
+            let (batch, data) = blocking(move || {
+                let data = batch
+                    .iter()
+                    .map(|(_, path, offset, len)| read_block(&root, path, *offset, *len))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((batch, data))
+            })
+            .await?;
+            while in_flight.len() >= streams {
+                settle(in_flight.join_next().await, summary)?;
+            }
+            let remote = remote.clone();
+            in_flight.spawn(async move {
+                let bytes: usize = data.iter().map(Vec::len).sum();
+                let stored = remote.put_blocks(&data).await?;
+                if let Some((_, path, ..)) = batch
+                    .iter()
+                    .zip(&stored)
+                    .find(|((id, ..), got)| id != *got)
+                    .map(|(source, _)| source)
+                {
+                    return Err(SyncError::Local(format!(
+                        "'{path}' changed while it was being uploaded; it will be read again on the next pass"
+                    )));
+                }
+                Ok((stored.len() as u64, bytes as u64))
+            });
+        }
+        while let Some(answer) = in_flight.join_next().await {
+            settle(Some(answer), summary)?;
+        }
+        Ok(())
+    }
+
     // ----- apply locally -----
 
     /// Runs the plan's local actions; returns the paths left for the next pass.
+    ///
+    /// Downloads are pipelined ([`Prefetch`]) and finished in batches ([`Self::finish_staged`]):
+    /// each file is written to its temp, then a batch's temps are fsynced together, renamed
+    /// into place and their directories fsynced, which costs one round of parallel fsyncs per
+    /// batch instead of two sequential fsyncs per file. Any other action finishes the batch
+    /// first, so it always sees the files before it in place.
     async fn apply_local(
         &mut self,
         remote: &Remote,
+        planned: &plan::Plan,
+        local: &Tree,
+        summary: &mut PassSummary,
+    ) -> Result<Vec<RelPath>, SyncError> {
+        let mut fetch = Prefetch::start(remote, &self.downloads_of(planned, local));
+        let mut staged = Vec::new();
+        let result = self
+            .apply_actions(&mut fetch, &mut staged, planned, local, summary)
+            .await;
+        // A fatal error leaves staged files unfinished: their temps go.
+        for s in staged {
+            let _ = fs::remove_file(&s.temp);
+        }
+        summary.blocks_down += fetch.received_blocks;
+        summary.bytes_down += fetch.received_bytes;
+        result
+    }
+
+    /// Every block use the plan's downloads will ask [`Prefetch`] for, in order: the blocks of
+    /// each file not found in the version of it the scan saw.
+    fn downloads_of(&self, planned: &plan::Plan, local: &Tree) -> Vec<(BlockId, u32)> {
+        let mut wanted = Vec::new();
+        for action in &planned.local {
+            let Action::Put { path, entry } = action else {
+                continue;
+            };
+            if entry.kind != Kind::File {
+                continue;
+            }
+            let current = local.get(path).filter(|e| e.kind == Kind::File);
+            if current.is_some_and(|c| c.content == entry.content) {
+                continue;
+            }
+            let Ok(Node::File(file)) = self.nodes.get_node(&entry.node) else {
+                continue;
+            };
+            let have: HashSet<BlockId> = match current.map(|c| self.nodes.get_node(&c.node)) {
+                Some(Ok(Node::File(old))) => old.blocks().iter().map(|b| b.id).collect(),
+                _ => HashSet::new(),
+            };
+            wanted.extend(
+                file.blocks()
+                    .iter()
+                    .filter(|b| !have.contains(&b.id))
+                    .map(|b| (b.id, b.len)),
+            );
+        }
+        wanted
+    }
+
+    async fn apply_actions(
+        &mut self,
+        fetch: &mut Prefetch,
+        staged: &mut Vec<Staged>,
         planned: &plan::Plan,
         local: &Tree,
         summary: &mut PassSummary,
@@ -995,24 +1160,57 @@ impl Engine {
             })
             .sum();
         let mut done = 0u64;
+        let mut staged_bytes = 0u64;
         // The local tree as this pass's own actions leave it, so a later action expects what an
         // earlier one did (a conflict loser renamed away, then the winner written in its place).
         let mut view = local.clone();
         for action in &planned.local {
+            if let Action::Put { path, entry } = action
+                && entry.kind == Kind::File
+            {
+                let result = self.stage_file(fetch, path, entry, &view).await;
+                done += entry.size;
+                self.emit(Event::Progress {
+                    direction: "download",
+                    done,
+                    total,
+                });
+                match result {
+                    Ok(Some(file)) => {
+                        staged.push(file);
+                        staged_bytes += entry.size;
+                        if staged.len() >= STAGED_FILES_MAX || staged_bytes >= STAGED_BYTES_MAX {
+                            self.finish_staged(staged, &mut view, &mut failed, summary)
+                                .await?;
+                            staged_bytes = 0;
+                        }
+                    }
+                    // Only the mode changed, and it is set.
+                    Ok(None) => {
+                        view.insert(path.clone(), entry.clone());
+                    }
+                    Err(LocalFailure::Retry(path, message)) => {
+                        self.emit(Event::Problem {
+                            path: path.to_string(),
+                            message,
+                        });
+                        failed.push(path);
+                    }
+                    Err(LocalFailure::Fatal(e)) => return Err(e),
+                }
+                continue;
+            }
+            // A new directory cannot be in the way of a staged file; anything else may be.
+            if !matches!(action, Action::Put { entry, .. } if entry.kind == Kind::Dir) {
+                self.finish_staged(staged, &mut view, &mut failed, summary)
+                    .await?;
+                staged_bytes = 0;
+            }
             let local = &view;
             let outcome = match action {
-                Action::Put { path, entry } => {
-                    let result = self.put_local(remote, path, entry, local, summary).await;
-                    if entry.kind == Kind::File {
-                        done += entry.size;
-                        self.emit(Event::Progress {
-                            direction: "download",
-                            done,
-                            total,
-                        });
-                    }
-                    result.map(|wrote| (path, wrote.then_some("downloaded")))
-                }
+                Action::Put { path, entry } => self
+                    .put_local(path, entry, local)
+                    .map(|wrote| (path, wrote.then_some("downloaded"))),
                 Action::Delete { path } => self.delete_local(path, local).map(|()| {
                     summary.deleted_local += 1;
                     (path, Some("deleted locally"))
@@ -1062,7 +1260,73 @@ impl Engine {
                 Err(LocalFailure::Fatal(e)) => return Err(e),
             }
         }
+        self.finish_staged(staged, &mut view, &mut failed, summary)
+            .await?;
         Ok(failed)
+    }
+
+    /// Makes the staged files durable and puts them in place: fsyncs the temps (in parallel),
+    /// renames each over its target if the target is still what the scan saw (otherwise the
+    /// path is left for the next pass), then fsyncs the directories of the renames.
+    async fn finish_staged(
+        &mut self,
+        staged: &mut Vec<Staged>,
+        view: &mut Tree,
+        failed: &mut Vec<RelPath>,
+        summary: &mut PassSummary,
+    ) -> Result<(), SyncError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(staged);
+        // The handles go to the fsync threads and are closed there.
+        let outs: Vec<File> = batch.iter_mut().filter_map(|s| s.out.take()).collect();
+        if outs.len() != batch.len() {
+            *staged = batch;
+            return Err(SyncError::Local(
+                "a staged download lost its file handle".into(),
+            ));
+        }
+        let synced = blocking(move || Ok(fsync_all(&outs))).await?;
+        let mut dirs = HashSet::new();
+        for (file, synced) in batch.into_iter().zip(synced) {
+            let placed = synced.and_then(|()| {
+                if !self.unchanged_since_scan(&file.path, view) {
+                    return Err("changed during the sync; retried next pass".to_owned());
+                }
+                fs::rename(&file.temp, &file.full).map_err(|e| e.to_string())
+            });
+            match placed {
+                Ok(()) => {
+                    self.record(&file.path, &file.entry);
+                    if let Some(dir) = file.full.parent() {
+                        dirs.insert(dir.to_path_buf());
+                    }
+                    summary.downloaded += 1;
+                    self.emit(Event::File {
+                        path: file.path.to_string(),
+                        what: "downloaded",
+                    });
+                    view.insert(file.path, file.entry);
+                }
+                Err(message) => {
+                    let _ = fs::remove_file(&file.temp);
+                    self.emit(Event::Problem {
+                        path: file.path.to_string(),
+                        message,
+                    });
+                    failed.push(file.path);
+                }
+            }
+        }
+        blocking(move || {
+            // A directory that cannot be synced is not an error of any one file: the renames
+            // are done, and the state is saved after them either way.
+            let dirs: Vec<File> = dirs.iter().filter_map(|d| File::open(d).ok()).collect();
+            let _ = fsync_all(&dirs);
+            Ok(())
+        })
+        .await
     }
 
     /// Whether the path still is what the scan saw (`None`: absent).
@@ -1080,13 +1344,12 @@ impl Engine {
         }
     }
 
-    async fn put_local(
+    /// Creates a directory or writes a symlink (files go through [`Self::stage_file`]).
+    fn put_local(
         &mut self,
-        remote: &Remote,
         path: &RelPath,
         entry: &Entry,
         local: &Tree,
-        summary: &mut PassSummary,
     ) -> Result<bool, LocalFailure> {
         let root = self.options.root.clone();
         let full = confined(&root, path).map_err(|m| LocalFailure::Retry(path.clone(), m))?;
@@ -1115,143 +1378,72 @@ impl Engine {
                 let temp = temp_path(&full);
                 std::os::unix::fs::symlink(target, &temp).map_err(|e| retry(e.to_string()))?;
                 fs::rename(&temp, &full).map_err(|e| retry(e.to_string()))?;
-                self.record(path, entry);
-                Ok(true)
-            }
-            Kind::File => {
-                // A mode-only change of the same content: chmod.
-                if let Some(current) = local.get(path)
-                    && current.kind == Kind::File
-                    && current.content == entry.content
-                {
-                    if !self.unchanged_since_scan(path, local) {
-                        return Err(retry("changed during the sync; retried next pass".into()));
-                    }
-                    fs::set_permissions(&full, fs::Permissions::from_mode(entry.mode))
-                        .map_err(|e| retry(e.to_string()))?;
-                    self.record(path, entry);
-                    return Ok(false);
-                }
-                let Node::File(file) = self
-                    .nodes
-                    .get_node(&entry.node)
-                    .map_err(|e| retry(e.to_string()))?
-                else {
-                    return Err(retry("the remote entry is not a file".into()));
-                };
-                // Blocks the current local version has, to copy instead of download.
-                let mut have: HashMap<BlockId, (u64, u32)> = HashMap::new();
-                if let Some(current) = local.get(path)
-                    && current.kind == Kind::File
-                    && let Ok(Node::File(old)) = self.nodes.get_node(&current.node)
-                {
-                    let mut offset = 0;
-                    for b in old.blocks() {
-                        have.entry(b.id).or_insert((offset, b.len));
-                        offset += u64::from(b.len);
-                    }
-                }
-                let temp = temp_path(&full);
-                let result = self
-                    .write_file(remote, &temp, &full, &file, &have, summary)
-                    .await;
-                if let Err(e) = result {
-                    let _ = fs::remove_file(&temp);
-                    return Err(e.into_failure(path));
-                }
-                if !self.unchanged_since_scan(path, local) {
-                    let _ = fs::remove_file(&temp);
-                    return Err(retry("changed during the sync; retried next pass".into()));
-                }
-                set_meta(&temp, entry).map_err(&retry)?;
-                fs::rename(&temp, &full).map_err(|e| retry(e.to_string()))?;
                 sync_parent(&full);
                 self.record(path, entry);
                 Ok(true)
             }
+            Kind::File => Err(retry("a file is written by stage_file".into())),
         }
     }
 
-    async fn write_file(
-        &self,
-        remote: &Remote,
-        temp: &Path,
-        full: &Path,
-        file: &FileNode,
-        have: &HashMap<BlockId, (u64, u32)>,
-        summary: &mut PassSummary,
-    ) -> Result<(), WriteError> {
-        let out = File::create(temp).map_err(|e| WriteError::Local(e.to_string()))?;
-        let old = if have.is_empty() {
-            None
-        } else {
-            File::open(full).ok()
+    /// Writes a downloaded file to its temp, with its mode and mtime, ready for
+    /// [`Self::finish_staged`]; `None` when only its mode changed (set here, in place).
+    async fn stage_file(
+        &mut self,
+        fetch: &mut Prefetch,
+        path: &RelPath,
+        entry: &Entry,
+        local: &Tree,
+    ) -> Result<Option<Staged>, LocalFailure> {
+        let retry = |m: String| LocalFailure::Retry(path.clone(), m);
+        let full = confined(&self.options.root, path).map_err(retry)?;
+        let current = local.get(path).filter(|c| c.kind == Kind::File);
+        // A mode-only change of the same content: chmod.
+        if current.is_some_and(|c| c.content == entry.content) {
+            if !self.unchanged_since_scan(path, local) {
+                return Err(retry("changed during the sync; retried next pass".into()));
+            }
+            fs::set_permissions(&full, fs::Permissions::from_mode(entry.mode))
+                .map_err(|e| retry(e.to_string()))?;
+            self.record(path, entry);
+            return Ok(None);
+        }
+        let Node::File(file) = self
+            .nodes
+            .get_node(&entry.node)
+            .map_err(|e| retry(e.to_string()))?
+        else {
+            return Err(retry("the remote entry is not a file".into()));
         };
-        let mut offset = 0u64;
-        let blocks = file.blocks();
-        let window = remote.download_batch_bytes(BYTES_PER_BATCH);
-        let mut i = 0;
-        while i < blocks.len() {
-            // A window of blocks up to BYTES_PER_BATCH (smaller under a bandwidth limit).
-            let mut j = i;
-            let mut bytes = 0usize;
-            while j < blocks.len()
-                && (j == i || bytes + blocks[j].len as usize <= window)
-                && j - i < IDS_PER_BATCH
-            {
-                bytes += blocks[j].len as usize;
-                j += 1;
-            }
-            let window = &blocks[i..j];
-            let mut data: HashMap<BlockId, Vec<u8>> = HashMap::new();
-            let mut need = Vec::new();
-            for b in window {
-                if data.contains_key(&b.id) || need.contains(&b.id) {
-                    continue;
-                }
-                let local = match (have.get(&b.id), old.as_ref()) {
-                    (Some((off, len)), Some(old)) => {
-                        let mut buf = vec![0u8; *len as usize];
-                        old.read_exact_at(&mut buf, *off)
-                            .ok()
-                            .map(|()| buf)
-                            .filter(|buf| BlockId::of(buf) == b.id)
-                    }
-                    _ => None,
-                };
-                match local {
-                    Some(buf) => {
-                        data.insert(b.id, buf);
-                    }
-                    None => need.push(b.id),
-                }
-            }
-            if !need.is_empty() {
-                let fetched = remote.blocks(&need).await.map_err(WriteError::Remote)?;
-                for (id, bytes) in need.iter().zip(fetched) {
-                    if BlockId::of(&bytes) != *id {
-                        return Err(WriteError::Remote(RemoteError::Protocol {
-                            request: "get_blocks (corrupt block)",
-                        }));
-                    }
-                    summary.blocks_down += 1;
-                    summary.bytes_down += bytes.len() as u64;
-                    data.insert(*id, bytes);
-                }
-            }
-            for b in window {
-                let bytes = data
-                    .get(&b.id)
-                    .ok_or_else(|| WriteError::Local("a block went missing".into()))?;
-                out.write_all_at(bytes, offset)
-                    .map_err(|e| WriteError::Local(e.to_string()))?;
+        // Blocks the current local version has, to copy instead of download.
+        let mut have: HashMap<BlockId, (u64, u32)> = HashMap::new();
+        if let Some(current) = current
+            && let Ok(Node::File(old)) = self.nodes.get_node(&current.node)
+        {
+            let mut offset = 0;
+            for b in old.blocks() {
+                have.entry(b.id).or_insert((offset, b.len));
                 offset += u64::from(b.len);
             }
-            i = j;
         }
-        out.set_len(offset)
-            .map_err(|e| WriteError::Local(e.to_string()))?;
-        out.sync_all().map_err(|e| WriteError::Local(e.to_string()))
+        let temp = temp_path(&full);
+        let written = match write_file(fetch, &temp, &full, &file, &have).await {
+            Ok(out) => set_meta(&out, entry).map(|()| out).map_err(retry),
+            Err(e) => Err(e.into_failure(path)),
+        };
+        match written {
+            Ok(out) => Ok(Some(Staged {
+                path: path.clone(),
+                entry: entry.clone(),
+                temp,
+                full,
+                out: Some(out),
+            })),
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                Err(e)
+            }
+        }
     }
 
     fn delete_local(&mut self, path: &RelPath, local: &Tree) -> Result<(), LocalFailure> {
@@ -1325,16 +1517,9 @@ impl Engine {
         self.written.push(path.as_str().to_owned());
         let full = self.options.root.join(path.as_str());
         if let Ok(meta) = fs::symlink_metadata(&full) {
-            self.state.scan.insert(
-                path.as_str().to_owned(),
-                ScanRecord {
-                    size: meta.len(),
-                    mtime_ns: mtime_ns(&meta),
-                    inode: meta.ino(),
-                    ctime_ns: ctime_ns(&meta),
-                    entry: SavedEntry::from(entry),
-                },
-            );
+            self.state
+                .scan
+                .insert(path.as_str().to_owned(), scan_record(&meta, entry));
         }
     }
 }
@@ -1357,6 +1542,82 @@ impl WriteError {
             WriteError::Remote(e) => LocalFailure::Fatal(SyncError::Remote(e)),
         }
     }
+}
+
+/// A downloaded file written to its temp, waiting for its batch's fsync and its rename.
+struct Staged {
+    path: RelPath,
+    entry: Entry,
+    temp: PathBuf,
+    full: PathBuf,
+    /// The temp, still open until its batch is fsynced through it (no second open).
+    out: Option<File>,
+}
+
+/// Writes `file` to `temp`: blocks the old version at `full` has (checked against their ids)
+/// are copied, the others come from `fetch`. Not fsynced: its batch is. Returns the open temp.
+async fn write_file(
+    fetch: &mut Prefetch,
+    temp: &Path,
+    full: &Path,
+    file: &FileNode,
+    have: &HashMap<BlockId, (u64, u32)>,
+) -> Result<File, WriteError> {
+    let out = File::create(temp).map_err(|e| WriteError::Local(e.to_string()))?;
+    let old = if have.is_empty() {
+        None
+    } else {
+        File::open(full).ok()
+    };
+    let mut offset = 0u64;
+    for b in file.blocks() {
+        let copied = match (have.get(&b.id), old.as_ref()) {
+            (Some((off, len)), Some(old)) => {
+                let mut buf = vec![0u8; *len as usize];
+                old.read_exact_at(&mut buf, *off)
+                    .ok()
+                    .map(|()| buf)
+                    .filter(|buf| BlockId::of(buf) == b.id)
+            }
+            _ => None,
+        };
+        let bytes = match copied {
+            Some(bytes) => bytes,
+            None => fetch.take(&b.id).await.map_err(WriteError::Remote)?,
+        };
+        out.write_all_at(&bytes, offset)
+            .map_err(|e| WriteError::Local(e.to_string()))?;
+        offset += u64::from(b.len);
+    }
+    out.set_len(offset)
+        .map_err(|e| WriteError::Local(e.to_string()))?;
+    Ok(out)
+}
+
+/// Fsyncs every file (or directory) handle, several at a time: the filesystem commits
+/// concurrent fsyncs together, so a batch costs about what a few sequential ones do.
+fn fsync_all(files: &[File]) -> Vec<Result<(), String>> {
+    let sync = |file: &File| {
+        file.sync_all()
+            .map_err(|e| format!("making it durable: {e}"))
+    };
+    if files.len() <= 1 {
+        return files.iter().map(sync).collect();
+    }
+    let per_thread = files.len().div_ceil(FSYNC_THREADS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(sync).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| vec![Err("the fsync thread failed".to_owned()); per_thread])
+            })
+            .collect()
+    })
 }
 
 trait OsStrCompat {
@@ -1438,18 +1699,14 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-fn set_meta(path: &Path, entry: &Entry) -> Result<(), String> {
-    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))
+fn set_meta(file: &File, entry: &Entry) -> Result<(), String> {
+    file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777))
         .map_err(|e| format!("setting the mode: {e}"))?;
     let mtime = if entry.mtime_ns >= 0 {
         std::time::UNIX_EPOCH + std::time::Duration::from_nanos(entry.mtime_ns.unsigned_abs())
     } else {
         std::time::UNIX_EPOCH - std::time::Duration::from_nanos(entry.mtime_ns.unsigned_abs())
     };
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| e.to_string())?;
     file.set_modified(mtime)
         .map_err(|e| format!("setting the modification time: {e}"))
 }
@@ -1500,7 +1757,7 @@ fn same_stat(record: &ScanRecord, meta: &fs::Metadata) -> bool {
 }
 
 /// The planner's entry for a tree entry (reading file nodes for their content identity).
-fn entry_of(nodes: &FsBlockStore, entry: &DirEntry) -> Result<Entry, SyncError> {
+fn entry_of(nodes: &NodeDb, entry: &DirEntry) -> Result<Entry, SyncError> {
     Ok(match entry.kind {
         EntryKind::Dir => dir_entry_value(),
         EntryKind::Symlink => Entry {
@@ -1527,12 +1784,31 @@ fn entry_of(nodes: &FsBlockStore, entry: &DirEntry) -> Result<Entry, SyncError> 
     })
 }
 
+/// Removes a download temp file left by a run that died (the state lock keeps any live run of
+/// this folder out of the scan): one unchanged for [`STALE_TEMP_SECS`], so a temp of another
+/// tool or copy of Cairn that is still being written is never touched.
+fn remove_if_stale(path: &Path, now: u64) {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    let changed = u64::try_from(meta.ctime()).unwrap_or(u64::MAX);
+    if meta.is_file() && now.saturating_sub(changed) >= STALE_TEMP_SECS {
+        let _ = fs::remove_file(path);
+    }
+}
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 type ScanResult = (Tree, HashMap<String, ScanRecord>, Vec<(String, String)>);
 
 /// Walks the folder; reuses cache records whose stat matches, hashes the rest.
 fn scan_folder(
     root: &Path,
-    nodes: &FsBlockStore,
+    nodes: &NodeDb,
     cache: HashMap<String, ScanRecord>,
     ignores: &Ignores,
 ) -> ScanResult {
@@ -1541,6 +1817,7 @@ fn scan_folder(
     let mut problems = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     let cfg = ChunkConfig::DEFAULT;
+    let mut to_hash: Vec<(RelPath, String, PathBuf, fs::Metadata)> = Vec::new();
     while let Some((dir, prefix)) = stack.pop() {
         let read = match fs::read_dir(&dir) {
             Ok(read) => read,
@@ -1559,6 +1836,7 @@ fn scan_folder(
                 continue;
             };
             if name.starts_with(TEMP_PREFIX) {
+                remove_if_stale(&item.path(), unix_now_s());
                 continue;
             }
             let rel_text = format!("{prefix}{name}");
@@ -1616,32 +1894,9 @@ fn scan_folder(
                     mtime_ns: 0,
                 }
             } else if kind.is_file() {
-                match cairn_store::ingest::ingest_file(&full, &HashOnly, &cfg) {
-                    Ok(ingested) => {
-                        let content = content_of(&ingested.node);
-                        let size = ingested.node.size();
-                        let (mode, mtime) = (ingested.node.mode, ingested.node.mtime_ns);
-                        match nodes.put_node(&Node::File(ingested.node)) {
-                            Ok((node, _)) => Entry {
-                                kind: Kind::File,
-                                content,
-                                node,
-                                size,
-                                mode,
-                                mtime_ns: mtime,
-                            },
-                            Err(e) => {
-                                problems.push((rel_text, e.to_string()));
-                                continue;
-                            }
-                        }
-                    }
-                    Err(e) if cairn_store::tree::is_vanished(&e) => continue,
-                    Err(e) => {
-                        problems.push((rel_text, format!("{e}; retried next pass")));
-                        continue;
-                    }
-                }
+                // Hashed after the walk, several files at once.
+                to_hash.push((rel, rel_text, full, meta));
+                continue;
             } else {
                 problems.push((
                     rel_text,
@@ -1651,21 +1906,69 @@ fn scan_folder(
             };
             // The stat the entry was read under (ingest re-reads a file that changes).
             let meta = fs::symlink_metadata(&full).unwrap_or(meta);
-            fresh.insert(
-                rel_text,
-                ScanRecord {
-                    size: meta.len(),
-                    mtime_ns: mtime_ns(&meta),
-                    inode: meta.ino(),
-                    ctime_ns: ctime_ns(&meta),
-                    entry: SavedEntry::from(&entry),
-                },
-            );
+            fresh.insert(rel_text, scan_record(&meta, &entry));
             tree.insert(rel, entry);
         }
     }
+    let hashed: Vec<_> = to_hash
+        .into_par_iter()
+        .map(|(rel, rel_text, full, meta)| {
+            let entry = hash_file(nodes, &full, &cfg);
+            (rel, rel_text, full, meta, entry)
+        })
+        .collect();
+    for (rel, rel_text, full, meta, entry) in hashed {
+        let entry = match entry {
+            Ok(Some(entry)) => entry,
+            Ok(None) => continue,
+            Err(message) => {
+                problems.push((rel_text, message));
+                continue;
+            }
+        };
+        // The stat the entry was read under (ingest re-reads a file that changes).
+        let meta = fs::symlink_metadata(&full).unwrap_or(meta);
+        fresh.insert(rel_text, scan_record(&meta, &entry));
+        tree.insert(rel, entry);
+    }
     let _ = nodes.sync();
     (tree, fresh, problems)
+}
+
+/// What the scan cache keeps of a path read (or written) as `entry` under the stat `meta`.
+fn scan_record(meta: &fs::Metadata, entry: &Entry) -> ScanRecord {
+    ScanRecord {
+        size: meta.len(),
+        mtime_ns: mtime_ns(meta),
+        inode: meta.ino(),
+        ctime_ns: ctime_ns(meta),
+        entry: SavedEntry::from(entry),
+    }
+}
+
+/// Chunks and hashes one file and stores its node: its entry, `None` when it vanished, or the
+/// problem to report.
+fn hash_file(nodes: &NodeDb, full: &Path, cfg: &ChunkConfig) -> Result<Option<Entry>, String> {
+    match cairn_store::ingest::ingest_file(full, &HashOnly, cfg) {
+        Ok(ingested) => {
+            let content = content_of(&ingested.node);
+            let size = ingested.node.size();
+            let (mode, mtime) = (ingested.node.mode, ingested.node.mtime_ns);
+            let (node, _) = nodes
+                .put_node(&Node::File(ingested.node))
+                .map_err(|e| e.to_string())?;
+            Ok(Some(Entry {
+                kind: Kind::File,
+                content,
+                node,
+                size,
+                mode,
+                mtime_ns: mtime,
+            }))
+        }
+        Err(e) if cairn_store::tree::is_vanished(&e) => Ok(None),
+        Err(e) => Err(format!("{e}; retried next pass")),
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -1688,6 +1991,18 @@ mod tests {
             ctime_ns,
             entry: SavedEntry::from(&dir_entry_value()),
         }
+    }
+
+    #[test]
+    fn a_download_temp_goes_only_once_it_is_stale() {
+        let dir = tempfile::tempdir().expect("dir");
+        let temp = dir.path().join(format!("{TEMP_PREFIX}0123456789abcdef"));
+        fs::write(&temp, b"half a download").expect("write");
+        let now = unix_now_s();
+        remove_if_stale(&temp, now);
+        assert!(temp.exists(), "a fresh temp may belong to a live writer");
+        remove_if_stale(&temp, now + STALE_TEMP_SECS + 1);
+        assert!(!temp.exists(), "an hour-old temp is from a run that died");
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! - [`watch`]: debounced filesystem watching for the daemon.
 //! - [`throttle`]: bandwidth limits for block transfers.
 //! - [`state`]: the per-folder sync state (merge base, remote tree, scan cache).
+//! - [`db`]: where it is kept: `state.db` (SQLite), with the tree node cache.
+//! - [`fetch`]: the pipelined block downloads of one pass.
 //!
 //! This crate never prints; its users decide what to show.
 
@@ -26,7 +28,9 @@ pub mod config;
 pub mod conflicts;
 pub mod control;
 pub mod daemon;
+pub mod db;
 pub mod engine;
+pub mod fetch;
 pub mod files;
 pub mod ignores;
 pub mod plan;

@@ -94,9 +94,15 @@ pub enum Fault {
     LoseAnswerTo(&'static str),
 }
 
-/// A connection to a server's sync endpoint, bound to one folder.
-#[derive(Debug)]
+/// A connection to a server's sync endpoint, bound to one folder. Clones share the connection
+/// (each request is its own stream), so transfers can run several requests at once.
+#[derive(Debug, Clone)]
 pub struct Remote {
+    link: Arc<Link>,
+}
+
+#[derive(Debug)]
+struct Link {
     connection: quinn::Connection,
     _endpoint: quinn::Endpoint,
     folder: String,
@@ -106,6 +112,18 @@ pub struct Remote {
     calls: AtomicU64,
     /// An injected fault: the request number it hits, and how.
     fault: std::sync::Mutex<Option<(u64, Fault)>>,
+    /// Called with each request's name just before it is sent (see [`Remote::on_request`]).
+    hook: std::sync::Mutex<Option<RequestHook>>,
+}
+
+/// See [`Remote::on_request`].
+#[derive(Clone)]
+struct RequestHook(Arc<dyn Fn(&'static str) + Send + Sync>);
+
+impl std::fmt::Debug for RequestHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestHook")
+    }
 }
 
 impl Remote {
@@ -170,13 +188,16 @@ impl Remote {
             .map_err(|_| fail("no answer within 15 s; is the server running and UDP open?".into()))?
             .map_err(|e| fail(e.to_string()))?;
         let remote = Remote {
-            connection,
-            _endpoint: endpoint,
-            folder: folder.to_owned(),
-            up: Throttle::default(),
-            down: Throttle::default(),
-            calls: AtomicU64::new(0),
-            fault: std::sync::Mutex::new(None),
+            link: Arc::new(Link {
+                connection,
+                _endpoint: endpoint,
+                folder: folder.to_owned(),
+                up: Throttle::default(),
+                down: Throttle::default(),
+                calls: AtomicU64::new(0),
+                fault: std::sync::Mutex::new(None),
+                hook: std::sync::Mutex::new(None),
+            }),
         };
         remote.hello(token, device).await?;
         Ok(remote)
@@ -204,20 +225,29 @@ impl Remote {
             Fault::DropBefore(n) | Fault::LoseAnswer(n) => n,
             Fault::LoseAnswerTo(_) => 0,
         };
-        let at = self.calls.load(Ordering::SeqCst).saturating_add(ahead);
-        if let Ok(mut armed) = self.fault.lock() {
+        let at = self.link.calls.load(Ordering::SeqCst).saturating_add(ahead);
+        if let Ok(mut armed) = self.link.fault.lock() {
             *armed = Some((at, fault));
+        }
+    }
+
+    /// Calls `hook` with each request's name ([`Request::name`]) just before it is sent, from
+    /// then on: a test seam, like [`Remote::inject_fault`], for changing the world at an exact
+    /// point of a pass (a file edited between the scan and the upload, say).
+    pub fn on_request(&self, hook: impl Fn(&'static str) + Send + Sync + 'static) {
+        if let Ok(mut slot) = self.link.hook.lock() {
+            *slot = Some(RequestHook(Arc::new(hook)));
         }
     }
 
     /// Requests sent on this connection so far.
     pub fn requests_sent(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
+        self.link.calls.load(Ordering::SeqCst)
     }
 
     /// The fault armed for request number `n` (named `name`), disarming it.
     fn fault_at(&self, n: u64, name: &str) -> Option<Fault> {
-        let mut armed = self.fault.lock().ok()?;
+        let mut armed = self.link.fault.lock().ok()?;
         match *armed {
             Some((_, fault @ Fault::LoseAnswerTo(kind))) if kind == name => {
                 *armed = None;
@@ -233,7 +263,7 @@ impl Remote {
 
     /// The error of a request on a closed connection (what a dropped network gives).
     async fn lost(&self) -> RemoteError {
-        match self.connection.open_bi().await {
+        match self.link.connection.open_bi().await {
             Err(e) => RemoteError::Stream(StreamError::Write(e.into())),
             Ok(_) => RemoteError::Protocol { request: "fault" },
         }
@@ -246,14 +276,22 @@ impl Remote {
         request: &Request,
         frames: &[Vec<u8>],
     ) -> Result<(Response, quinn::RecvStream), RemoteError> {
-        let fault = self.fault_at(self.calls.fetch_add(1, Ordering::SeqCst), request.name());
+        let fault = self.fault_at(
+            self.link.calls.fetch_add(1, Ordering::SeqCst),
+            request.name(),
+        );
         if fault.is_some() {
             tracing::debug!(?fault, request = request.name(), "injected fault");
         }
         if let Some(Fault::DropBefore(_)) = fault {
             self.close();
         }
+        let hook = self.link.hook.lock().ok().and_then(|h| h.clone());
+        if let Some(RequestHook(hook)) = hook {
+            hook(request.name());
+        }
         let (mut send, mut recv) = self
+            .link
             .connection
             .open_bi()
             .await
@@ -284,7 +322,7 @@ impl Remote {
     /// [`RemoteError`].
     pub async fn head(&self) -> Result<(u64, NodeId), RemoteError> {
         let request = Request::GetHead {
-            folder: self.folder.clone(),
+            folder: self.link.folder.clone(),
         };
         match self.call(&request, &[]).await?.0 {
             Response::Head { seq, root } => Ok((seq, root)),
@@ -298,7 +336,7 @@ impl Remote {
     /// [`RemoteError`].
     pub async fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Vec<u8>>, RemoteError> {
         let request = Request::GetNodes {
-            folder: self.folder.clone(),
+            folder: self.link.folder.clone(),
             ids: ids.to_vec(),
         };
         let (response, mut recv) = self.call(&request, &[]).await?;
@@ -317,7 +355,7 @@ impl Remote {
     pub async fn blocks(&self, ids: &[BlockId]) -> Result<Vec<Vec<u8>>, RemoteError> {
         let started = Instant::now();
         let request = Request::GetBlocks {
-            folder: self.folder.clone(),
+            folder: self.link.folder.clone(),
             ids: ids.to_vec(),
         };
         let (response, mut recv) = self.call(&request, &[]).await?;
@@ -328,25 +366,44 @@ impl Remote {
             other => return Err(unexpected("get_blocks", other)),
         };
         let bytes: usize = blocks.iter().map(Vec::len).sum();
-        self.down.pace(started, bytes as u64).await;
+        self.link.down.pace(started, bytes as u64).await;
         Ok(blocks)
     }
 
     /// Sets the bandwidth limits for block transfers, bytes per second (`None`: unlimited).
     /// They apply from the next request on, also while a pass runs.
     pub fn set_limits(&self, up: Option<u64>, down: Option<u64>) {
-        self.up.set(up);
-        self.down.set(down);
+        self.link.up.set(up);
+        self.link.down.set(down);
     }
 
     /// Bytes of blocks per upload request: `unlimited` unless a limit asks for smaller steps.
     pub fn upload_batch_bytes(&self, unlimited: usize) -> usize {
-        self.up.batch_bytes(unlimited)
+        self.link.up.batch_bytes(unlimited)
     }
 
     /// Bytes of blocks per download request: `unlimited` unless a limit asks for smaller steps.
     pub fn download_batch_bytes(&self, unlimited: usize) -> usize {
-        self.down.batch_bytes(unlimited)
+        self.link.down.batch_bytes(unlimited)
+    }
+
+    /// Block requests a download keeps in flight: `unlimited` without a limit, one under a
+    /// limit (several paced requests would arrive in bursts).
+    pub fn download_streams(&self, unlimited: usize) -> usize {
+        if self.link.down.limit().is_some() {
+            1
+        } else {
+            unlimited
+        }
+    }
+
+    /// As [`Remote::download_streams`], for uploads.
+    pub fn upload_streams(&self, unlimited: usize) -> usize {
+        if self.link.up.limit().is_some() {
+            1
+        } else {
+            unlimited
+        }
     }
 
     /// The positions in `ids` of the blocks the server lacks for this folder.
@@ -355,7 +412,7 @@ impl Remote {
     /// [`RemoteError`].
     pub async fn lacking(&self, ids: &[BlockId]) -> Result<Vec<usize>, RemoteError> {
         let request = Request::Lacking {
-            folder: self.folder.clone(),
+            folder: self.link.folder.clone(),
             ids: ids.to_vec(),
         };
         match self.call(&request, &[]).await?.0 {
@@ -375,7 +432,7 @@ impl Remote {
     pub async fn put_blocks(&self, blocks: &[Vec<u8>]) -> Result<Vec<BlockId>, RemoteError> {
         let started = Instant::now();
         let request = Request::PutBlocks {
-            folder: self.folder.clone(),
+            folder: self.link.folder.clone(),
             count: u32::try_from(blocks.len()).unwrap_or(u32::MAX),
         };
         let ids = match self.call(&request, blocks).await?.0 {
@@ -383,7 +440,7 @@ impl Remote {
             other => return Err(unexpected("put_blocks", other)),
         };
         let bytes: usize = blocks.iter().map(Vec::len).sum();
-        self.up.pace(started, bytes as u64).await;
+        self.link.up.pace(started, bytes as u64).await;
         Ok(ids)
     }
 
@@ -409,13 +466,13 @@ impl Remote {
     ) -> Result<CommitResult, RemoteError> {
         let request = if kept.is_empty() {
             Request::Commit {
-                folder: self.folder.clone(),
+                folder: self.link.folder.clone(),
                 base_seq,
                 root,
             }
         } else {
             Request::CommitKeeping {
-                folder: self.folder.clone(),
+                folder: self.link.folder.clone(),
                 base_seq,
                 root,
                 kept: kept.to_vec(),
@@ -430,7 +487,7 @@ impl Remote {
 
     /// Closes the connection politely.
     pub fn close(&self) {
-        self.connection.close(0u32.into(), b"done");
+        self.link.connection.close(0u32.into(), b"done");
     }
 }
 

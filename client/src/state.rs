@@ -1,15 +1,11 @@
-//! The per-folder sync state, kept in the config dir (never inside the synced folder).
+//! The per-folder sync state, kept in the config dir (never inside the synced folder), in
+//! [`crate::db::StateDb`] (`state.db`): the merge base (per path), the last-seen remote head and
+//! its flattened tree, and the scan cache keyed by (path, size, mtime, inode, ctime) so an
+//! unchanged file is never re-read. The whole state is in memory while the engine runs; a save
+//! writes only the rows that changed, at the end of every pass that changed something.
 //!
-//! - `nodes/`: a block store holding tree nodes only (the remote tree's nodes as fetched, and
-//!   the local files' nodes as scanned); never file data.
-//! - `state.bin`: a postcard snapshot, written atomically (temp file, fsync, rename, directory
-//!   fsync) at the end of every pass that changed something: the merge base (per path), the
-//!   last-seen remote head and its flattened tree, and the scan cache keyed by
-//!   (path, size, mtime, inode, ctime) so an unchanged file is never re-read.
-//!
-//! A snapshot costs O(folder) to write. It is written only when a pass changed something, so a
-//! quiet folder costs nothing; an incremental store (SQLite) is the step up if that shows in
-//! profiles.
+//! Earlier versions kept a postcard snapshot (`state.bin`) and a node store directory
+//! (`nodes/`); [`import_legacy`] moves them into the database once.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -19,10 +15,15 @@ use cairn_protocol::path::RelPath;
 use cairn_store::NodeId;
 use serde::{Deserialize, Serialize};
 
+use crate::db::{Changes, StateDb};
 use crate::plan::{Entry, Kind, Tree};
 
-/// Bumped when the snapshot's shape changes; an older snapshot is refused with a clear message.
+/// The version of the legacy snapshot (`state.bin`) this code can import.
 const STATE_VERSION: u32 = 1;
+
+/// `entries.tree` of the merge base and of the remote tree.
+const BASE: i64 = 0;
+const REMOTE: i64 = 1;
 
 /// What the scan cache knows about one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,66 +122,167 @@ fn tree_from(items: Vec<(String, SavedEntry)>) -> Result<Tree, String> {
         .collect()
 }
 
+#[cfg(test)]
 fn tree_to(tree: &Tree) -> Vec<(String, SavedEntry)> {
     tree.iter()
         .map(|(p, e)| (p.as_str().to_owned(), SavedEntry::from(e)))
         .collect()
 }
 
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("a damaged {what} row ({e})"))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    postcard::to_allocvec(value).map_err(|e| e.to_string())
+}
+
+/// The rows of `wanted` that differ from `stored`: to write, or (absent from `wanted`) to
+/// delete.
+fn changes(
+    stored: Vec<(String, Vec<u8>)>,
+    wanted: impl Iterator<Item = Result<(String, Vec<u8>), String>>,
+) -> Result<Changes, String> {
+    let mut stored: HashMap<String, Vec<u8>> = stored.into_iter().collect();
+    let mut out = Vec::new();
+    for row in wanted {
+        let (path, bytes) = row?;
+        if stored.remove(&path).as_ref() != Some(&bytes) {
+            out.push((path, Some(bytes)));
+        }
+    }
+    out.extend(stored.into_keys().map(|path| (path, None)));
+    Ok(out)
+}
+
 impl State {
-    /// Loads the snapshot in `dir`, or an empty state when there is none.
+    /// Loads the state from `db` (empty for a new database).
     ///
     /// # Errors
-    /// An unreadable or damaged snapshot (the message names the file and what to do).
-    pub fn load(dir: &Path) -> Result<State, String> {
-        let path = dir.join("state.bin");
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(e) => return Err(format!("reading '{}': {e}", path.display())),
-        };
+    /// An unreadable or damaged database (the message names it and says what to do).
+    pub fn load(db: &StateDb) -> Result<State, String> {
         let damaged = |why: String| {
             format!(
-                "the sync state '{}' is damaged ({why}); move it away to start over (files are compared again, nothing is lost)",
-                path.display()
+                "the sync state is damaged ({why}); move the folder's state.db away to start over (files are compared again, nothing is lost)"
             )
         };
-        let snapshot: Snapshot =
-            postcard::from_bytes(&bytes).map_err(|e| damaged(e.to_string()))?;
-        if snapshot.version != STATE_VERSION {
-            return Err(damaged(format!("version {}", snapshot.version)));
-        }
+        let tree = |tree: i64| -> Result<Tree, String> {
+            db.entries(tree)?
+                .into_iter()
+                .map(|(path, bytes)| {
+                    let entry: SavedEntry = decode(&bytes, "tree").map_err(damaged)?;
+                    let path = RelPath::parse(&path).map_err(|e| damaged(e.to_string()))?;
+                    Ok((path, entry.entry()))
+                })
+                .collect()
+        };
+        let base = tree(BASE)?;
+        let remote = tree(REMOTE)?;
+        let scan = db
+            .scan()?
+            .into_iter()
+            .map(|(path, bytes)| Ok((path, decode(&bytes, "scan cache").map_err(damaged)?)))
+            .collect::<Result<_, String>>()?;
+        let remote_seq = match db.meta("remote_seq")? {
+            Some(bytes) => decode(&bytes, "meta").map_err(damaged)?,
+            None => 0,
+        };
+        let remote_root = match db.meta("remote_root")? {
+            Some(bytes) => decode(&bytes, "meta").map_err(damaged)?,
+            None => None,
+        };
         Ok(State {
-            base: tree_from(snapshot.base).map_err(damaged)?,
-            remote_seq: snapshot.remote_seq,
-            remote_root: snapshot.remote_root,
-            remote: tree_from(snapshot.remote).map_err(damaged)?,
-            scan: snapshot.scan.into_iter().collect(),
+            base,
+            remote_seq,
+            remote_root,
+            remote,
+            scan,
         })
     }
 
-    /// Writes the snapshot atomically.
+    /// Saves the state into `db`: only the rows that changed, in one transaction.
     ///
     /// # Errors
-    /// IO errors.
-    pub fn save(&self, dir: &Path) -> Result<(), String> {
-        let mut scan: Vec<(String, ScanRecord)> = self
-            .scan
-            .iter()
-            .map(|(p, r)| (p.clone(), r.clone()))
-            .collect();
-        scan.sort_by(|a, b| a.0.cmp(&b.0));
-        let snapshot = Snapshot {
-            version: STATE_VERSION,
-            base: tree_to(&self.base),
-            remote_seq: self.remote_seq,
-            remote_root: self.remote_root,
-            remote: tree_to(&self.remote),
-            scan,
+    /// SQLite errors; nothing of this save is written then.
+    pub fn save(&self, db: &StateDb) -> Result<(), String> {
+        let rows = |tree: &Tree| {
+            tree.iter()
+                .map(|(p, e)| Ok((p.as_str().to_owned(), encode(&SavedEntry::from(e))?)))
+                .collect::<Vec<_>>()
         };
-        let bytes = postcard::to_allocvec(&snapshot).map_err(|e| e.to_string())?;
-        write_atomic(&dir.join("state.bin"), &bytes)
+        let base = changes(db.entries(BASE)?, rows(&self.base).into_iter())?;
+        let remote = changes(db.entries(REMOTE)?, rows(&self.remote).into_iter())?;
+        let scan = changes(
+            db.scan()?,
+            self.scan.iter().map(|(p, r)| Ok((p.clone(), encode(r)?))),
+        )?;
+        db.write(
+            [&base, &remote],
+            &scan,
+            &[
+                ("remote_seq", encode(&self.remote_seq)?),
+                ("remote_root", encode(&self.remote_root)?),
+            ],
+        )
     }
+}
+
+/// Moves an earlier version's state of `dir` (a `state.bin` snapshot and a `nodes/` node
+/// store) into `db` and `nodes`, then removes them; `None` when there is none. Safe to repeat
+/// after a crash: the snapshot goes last.
+///
+/// # Errors
+/// An unreadable or damaged snapshot (the message names the file and what to do); SQLite or IO
+/// errors.
+pub fn import_legacy(
+    dir: &Path,
+    db: &StateDb,
+    nodes: &crate::db::NodeDb,
+) -> Result<Option<State>, String> {
+    use cairn_store::BlockStore as _;
+    let path = dir.join("state.bin");
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("reading '{}': {e}", path.display())),
+    };
+    let damaged = |why: String| {
+        format!(
+            "the sync state '{}' is damaged ({why}); move it away to start over (files are compared again, nothing is lost)",
+            path.display()
+        )
+    };
+    let snapshot: Snapshot = postcard::from_bytes(&bytes).map_err(|e| damaged(e.to_string()))?;
+    if snapshot.version != STATE_VERSION {
+        return Err(damaged(format!("version {}", snapshot.version)));
+    }
+    let state = State {
+        base: tree_from(snapshot.base).map_err(damaged)?,
+        remote_seq: snapshot.remote_seq,
+        remote_root: snapshot.remote_root,
+        remote: tree_from(snapshot.remote).map_err(damaged)?,
+        scan: snapshot.scan.into_iter().collect(),
+    };
+    let old_nodes = dir.join("nodes");
+    if old_nodes.is_dir() {
+        let store = cairn_store::fs::FsBlockStore::open(
+            &old_nodes,
+            cairn_store::fs::FsStoreOptions::DEFAULT,
+        )
+        .map_err(|e| e.to_string())?;
+        let ids = store.list().map_err(|e| e.to_string())?;
+        for batch in ids.chunks(1024) {
+            // A node that no longer reads right is left behind: it is a cache, fetched again.
+            let blocks: Vec<Vec<u8>> = batch.iter().filter_map(|id| store.get(id).ok()).collect();
+            let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+            nodes.put_many(&refs).map_err(|e| e.to_string())?;
+        }
+    }
+    nodes.sync().map_err(|e| e.to_string())?;
+    state.save(db)?;
+    std::fs::remove_file(&path).map_err(|e| format!("removing '{}': {e}", path.display()))?;
+    let _ = std::fs::remove_dir_all(&old_nodes);
+    Ok(Some(state))
 }
 
 /// Writes `bytes` to `path` through a temp file in the same directory: fsync, rename, fsync of
@@ -200,4 +302,134 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::File::open(&dir)
         .and_then(|d| d.sync_all())
         .map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_store::BlockStore as _;
+
+    use super::*;
+    use crate::db::NodeDb;
+
+    fn entry(seed: u8) -> Entry {
+        Entry {
+            kind: Kind::File,
+            content: [seed; 32],
+            node: NodeId::of(&[seed]),
+            size: u64::from(seed),
+            mode: 0o644,
+            mtime_ns: i64::from(seed) * 1_000,
+        }
+    }
+
+    fn record(seed: u8) -> ScanRecord {
+        ScanRecord {
+            size: u64::from(seed),
+            mtime_ns: 1,
+            inode: u64::from(seed) + 100,
+            ctime_ns: 2,
+            entry: SavedEntry::from(&entry(seed)),
+        }
+    }
+
+    fn path(p: &str) -> RelPath {
+        RelPath::parse(p).expect("path")
+    }
+
+    fn same(a: &State, b: &State) -> bool {
+        a.base == b.base
+            && a.remote == b.remote
+            && a.scan == b.scan
+            && a.remote_seq == b.remote_seq
+            && a.remote_root == b.remote_root
+    }
+
+    #[test]
+    fn a_save_writes_only_what_changed_and_loads_back_the_same() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (db, _) = StateDb::open(dir.path()).expect("open");
+        let mut state = State::default();
+        for i in 0..50u8 {
+            state.base.insert(path(&format!("f{i}")), entry(i));
+            state.remote.insert(path(&format!("f{i}")), entry(i));
+            state.scan.insert(format!("f{i}"), record(i));
+        }
+        state.remote_seq = 7;
+        state.remote_root = Some(NodeId::of(b"root"));
+        state.save(&db).expect("save");
+        assert!(same(&State::load(&db).expect("load"), &state));
+
+        // One file edited, one deleted, one added.
+        state.base.insert(path("f1"), entry(201));
+        state.base.remove(&path("f2"));
+        state.remote.insert(path("new"), entry(202));
+        state.scan.remove("f3");
+        state.remote_seq = 8;
+        let rows = |tree: &Tree, stored: i64| {
+            changes(
+                db.entries(stored).expect("rows"),
+                tree.iter()
+                    .map(|(p, e)| Ok((p.as_str().to_owned(), encode(&SavedEntry::from(e))?))),
+            )
+            .expect("changes")
+        };
+        assert_eq!(rows(&state.base, BASE).len(), 2, "an edit and a delete");
+        assert_eq!(rows(&state.remote, REMOTE).len(), 1, "an addition");
+        state.save(&db).expect("save again");
+        assert!(same(&State::load(&db).expect("load"), &state));
+        assert!(rows(&state.base, BASE).is_empty(), "nothing left to write");
+    }
+
+    #[test]
+    fn an_older_snapshot_and_node_store_move_into_the_database_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut state = State::default();
+        state.base.insert(path("docs/a.txt"), entry(1));
+        state.remote.insert(path("docs/a.txt"), entry(1));
+        state.scan.insert("docs/a.txt".into(), record(1));
+        state.remote_seq = 3;
+        state.remote_root = Some(NodeId::of(b"root"));
+        let snapshot = Snapshot {
+            version: STATE_VERSION,
+            base: tree_to(&state.base),
+            remote_seq: state.remote_seq,
+            remote_root: state.remote_root,
+            remote: tree_to(&state.remote),
+            scan: state
+                .scan
+                .iter()
+                .map(|(p, r)| (p.clone(), r.clone()))
+                .collect(),
+        };
+        std::fs::write(
+            dir.path().join("state.bin"),
+            postcard::to_allocvec(&snapshot).expect("encode"),
+        )
+        .expect("write snapshot");
+        let old = cairn_store::fs::FsBlockStore::open(
+            dir.path().join("nodes"),
+            cairn_store::fs::FsStoreOptions::DEFAULT,
+        )
+        .expect("old nodes");
+        let node = old.put(b"a node").expect("put");
+        old.sync().expect("sync");
+        drop(old);
+
+        let (db, _) = StateDb::open(dir.path()).expect("open");
+        let db = std::sync::Arc::new(db);
+        let nodes = NodeDb::new(std::sync::Arc::clone(&db));
+        let imported = import_legacy(dir.path(), &db, &nodes)
+            .expect("import")
+            .expect("there was one");
+        assert!(same(&imported, &state));
+        assert!(same(&State::load(&db).expect("load"), &state));
+        assert_eq!(nodes.get(&node.id).expect("node moved"), b"a node");
+        assert!(!dir.path().join("state.bin").exists());
+        assert!(!dir.path().join("nodes").exists());
+        assert!(
+            import_legacy(dir.path(), &db, &nodes)
+                .expect("again")
+                .is_none()
+        );
+    }
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use cairn_client::engine::{Engine, EngineOptions, Event, PassSummary, SyncError};
 use cairn_client::remote::{Fault, Remote, Trust};
+use cairn_store::BlockId;
+use cairn_store::chunk::{ChunkConfig, cut};
 use tokio::sync::mpsc;
 
 mod support;
@@ -353,17 +355,21 @@ async fn a_dropped_upload_resumes_without_resending_what_the_server_has() {
     let token = token(&server, "resume").await;
     let mut a = Device::new(&server, &token, "laptop").await;
     let mut b = Device::new(&server, &token, "desktop").await;
-    // 80 MiB of incompressible data: five upload requests of 16 MiB.
+    // 80 MiB of incompressible data: ten upload requests of 8 MiB.
+    let mut blocks: Vec<(BlockId, u64)> = Vec::new();
     for i in 0..5u64 {
-        a.write(
-            &format!("videos/clip{i}.bin"),
-            &pseudo_random(16 << 20, 100 + i),
+        let data = pseudo_random(16 << 20, 100 + i);
+        blocks.extend(
+            cut(&data, &ChunkConfig::DEFAULT)
+                .map(|r| (BlockId::of(&data[r.clone()]), r.len() as u64)),
         );
+        a.write(&format!("videos/clip{i}.bin"), &data);
     }
     let total: u64 = 80 << 20;
-    // The connection drops just before the fourth request of the pass is sent (after the
-    // head, the first "which blocks do you lack" and at least one upload).
-    a.remote.inject_fault(Fault::DropBefore(4));
+    assert_eq!(blocks.iter().map(|b| b.1).sum::<u64>(), total);
+    // The server stores the first upload request's blocks and answers; the connection drops
+    // before that answer arrives (the other requests in flight may or may not have landed).
+    a.remote.inject_fault(Fault::LoseAnswerTo("put_blocks"));
     let failed = a.try_sync().await;
     assert!(
         matches!(failed, Err(SyncError::Remote(_))),
@@ -380,22 +386,82 @@ async fn a_dropped_upload_resumes_without_resending_what_the_server_has() {
             acknowledged = done;
         }
     }
-    assert!(
-        acknowledged > 0 && acknowledged < total,
-        "some of the upload was acknowledged before the drop: {acknowledged}"
-    );
-
     a.reconnect(&server, &token).await;
+    // Uploads run several requests at once, so the server may also hold blocks of a request
+    // whose answer the drop cut off: what it lacks is at most what was not acknowledged.
+    let ids: Vec<BlockId> = blocks.iter().map(|b| b.0).collect();
+    let lacking: u64 = a
+        .remote
+        .lacking(&ids)
+        .await
+        .expect("lacking")
+        .into_iter()
+        .map(|i| blocks[i].1)
+        .sum();
+    assert!(
+        lacking > 0 && lacking < total && lacking <= total - acknowledged,
+        "the server lacks {lacking} bytes after {acknowledged} of {total} were acknowledged"
+    );
+    // Requests the server had read whole before the drop may still be landing, so the server
+    // can only gain blocks between that question and the next pass: what the pass sends is at
+    // most what was lacking then, and never zero (the requests behind them were never sent).
     let resumed = a.sync().await;
-    assert_eq!(
-        resumed.bytes_up,
-        total - acknowledged,
-        "exactly the blocks the server did not get are sent again"
+    assert!(
+        resumed.bytes_up > 0 && resumed.bytes_up <= lacking,
+        "only blocks the server did not get are sent again: {} sent, {lacking} lacking",
+        resumed.bytes_up
+    );
+    let still: Vec<usize> = a.remote.lacking(&ids).await.expect("lacking");
+    assert!(
+        still.is_empty(),
+        "the server lacks {} blocks after the pass",
+        still.len()
     );
     assert_eq!(resumed.uploaded, 5);
     let pulled = b.sync().await;
     assert_eq!(pulled.downloaded, 5);
     assert_eq!(snapshot(&a.root), snapshot(&b.root));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_edited_between_scan_and_upload_is_never_committed_half_old() {
+    let server = start_server(1 << 32).await;
+    let token = token(&server, "racing").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    let first = pseudo_random(3 << 20, 7);
+    let second = pseudo_random(3 << 20, 8);
+    a.write("report.bin", &first);
+    // The edit lands after the scan hashed the first content and before its blocks are read
+    // for the upload (the "which blocks do you lack" request comes in between).
+    let path = a.root.join("report.bin");
+    let edit = second.clone();
+    let edited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let once = std::sync::Arc::clone(&edited);
+    a.remote.on_request(move |name| {
+        if name == "lacking" && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::fs::write(&path, &edit).expect("edit");
+        }
+    });
+    let failed = a.try_sync().await;
+    assert!(edited.load(std::sync::atomic::Ordering::SeqCst));
+    match failed {
+        Err(SyncError::Local(message)) => assert!(
+            message.contains("changed while it was being uploaded"),
+            "{message}"
+        ),
+        other => panic!("the pass must refuse to commit a file read half-old: {other:?}"),
+    }
+    let nothing = b.sync().await;
+    assert_eq!(nothing.downloaded, 0, "nothing was committed: {nothing:?}");
+    // The next pass reads the file again and sends what it holds now.
+    let again = a.sync().await;
+    assert_eq!(again.uploaded, 1, "{again:?}");
+    assert_eq!(b.sync().await.downloaded, 1);
+    assert_eq!(
+        std::fs::read(b.root.join("report.bin")).expect("read"),
+        second
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ use cairn_client::control::{self, DaemonStatus, Subscription};
 use cairn_client::daemon::{
     self, DOWNLOAD_LIMIT_SETTING, Daemon, DaemonOptions, FeedEvent, UPLOAD_LIMIT_SETTING,
 };
+use cairn_client::db::StateDb;
 use cairn_client::ignores::Ignores;
 use cairn_client::rest::{RestClient, RestError, Session};
 use cairn_client::state::State;
@@ -688,17 +689,29 @@ impl Running {
         Ok((rows, more))
     }
 
-    /// The folder's state snapshot, re-read only when it changed.
+    /// The folder's sync state, re-read only when its database changed (a save lands in the
+    /// write-ahead log first, so both files' times count).
     fn state(&mut self) -> Arc<State> {
-        let modified = std::fs::metadata(self.state_dir.join("state.bin"))
-            .and_then(|m| m.modified())
-            .ok();
+        let db = self.state_dir.join("state.db");
+        let modified = ["state.db", "state.db-wal"]
+            .iter()
+            .filter_map(|name| {
+                std::fs::metadata(self.state_dir.join(name))
+                    .and_then(|m| m.modified())
+                    .ok()
+            })
+            .max();
         if let (Some(modified), Some((at, state))) = (modified, &self.state_cache)
             && *at == modified
         {
             return Arc::clone(state);
         }
-        let state = Arc::new(State::load(&self.state_dir).unwrap_or_default());
+        let loaded = if db.exists() {
+            StateDb::open(&self.state_dir).and_then(|(db, _)| State::load(&db))
+        } else {
+            Ok(State::default())
+        };
+        let state = Arc::new(loaded.unwrap_or_default());
         if let Some(modified) = modified {
             self.state_cache = Some((modified, Arc::clone(&state)));
         }
