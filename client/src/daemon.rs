@@ -384,7 +384,13 @@ impl Daemon {
                 let token = self.session.access_token().await?;
                 self.remote.hello(&token.0, &self.device).await?;
             }
-            Err(SyncError::Remote(RemoteError::Stream(_) | RemoteError::Connect { .. })) => {
+            Err(SyncError::Remote(
+                err @ (RemoteError::Stream(_) | RemoteError::Connect { .. }),
+            )) => {
+                self.warn(format!(
+                    "the connection to the server was lost ({}); reconnecting",
+                    one_line(&err.to_string())
+                ));
                 self.reconnect().await?;
             }
             other => return Ok(other?),
@@ -398,6 +404,7 @@ impl Daemon {
             let (up, down) = bandwidth_limits(&config);
             remote.set_limits(up, down);
         }
+        self.remote.close();
         self.remote = remote;
         Ok(())
     }

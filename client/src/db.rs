@@ -131,6 +131,29 @@ impl StateDb {
         rows.collect::<Result<_, _>>().map_err(|e| self.fail(e))
     }
 
+    /// Calls `each` with every scan cache row, in path order (byte order, as Rust orders
+    /// strings), without holding them all.
+    ///
+    /// # Errors
+    /// SQLite errors, naming the file; the first error of `each`.
+    pub fn scan_each(
+        &self,
+        mut each: impl FnMut(String, Vec<u8>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT path, record FROM scan ORDER BY path")
+            .map_err(|e| self.fail(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.fail(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.fail(e))? {
+            each(
+                row.get(0).map_err(|e| self.fail(e))?,
+                row.get(1).map_err(|e| self.fail(e))?,
+            )?;
+        }
+        Ok(())
+    }
+
     /// A `meta` value.
     ///
     /// # Errors

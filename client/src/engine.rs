@@ -373,17 +373,28 @@ impl Engine {
         let state = std::mem::take(&mut self.state);
         let nodes = Arc::clone(&self.nodes);
         let db = Arc::clone(&self.db);
-        let (state, saved) = tokio::task::spawn_blocking(move || {
+        let task_db = Arc::clone(&db);
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut state = state;
             let saved = nodes
                 .sync()
                 .map_err(|e| e.to_string())
-                .and_then(|()| state.save(&db));
+                .and_then(|()| state.save(&task_db));
             (state, saved)
         })
-        .await
-        .map_err(|e| SyncError::Local(e.to_string()))?;
-        self.state = state;
-        saved.map_err(SyncError::Local)
+        .await;
+        match joined {
+            Ok((state, saved)) => {
+                self.state = state;
+                saved.map_err(SyncError::Local)
+            }
+            Err(e) => {
+                // The state went with the task: continue from what the database holds (one
+                // transaction, so the last complete save), as after a crash.
+                self.state = State::load(&db).map_err(SyncError::Local)?;
+                Err(SyncError::Local(format!("saving the sync state: {e}")))
+            }
+        }
     }
 
     /// Replaces the wall clock that names conflict copies (a simulation gives every run the
@@ -423,8 +434,9 @@ impl Engine {
         for _ in 0..STALE_RETRIES_MAX {
             let (seq, root) = remote.head().await?;
             if Some(root) == self.state.remote_root
-                && local == self.state.base
-                && self.state.base == self.state.remote
+                && local == *self.state.base
+                && (Arc::ptr_eq(&self.state.base, &self.state.remote)
+                    || self.state.base == self.state.remote)
             {
                 summary.seq = seq;
                 summary.in_sync = true;
@@ -434,7 +446,7 @@ impl Engine {
             let remote_tree = self.pull(remote, root).await?;
             self.state.remote_seq = seq;
             self.state.remote_root = Some(root);
-            self.state.remote = remote_tree;
+            self.state.remote = Arc::new(remote_tree);
             let now = (self.clock)();
             // Ignored paths exist on neither side, so nothing touches them.
             let base = self.ignores.filter(&self.state.base);
@@ -501,19 +513,25 @@ impl Engine {
             let failed = self
                 .apply_local(remote, &planned, &local, &mut summary)
                 .await?;
-            let mut base = planned.merged.clone();
-            for path in &failed {
-                match self.state.base.get(path) {
-                    Some(old) => base.insert(path.clone(), old.clone()),
-                    None => base.remove(path),
-                };
-            }
+            let merged = Arc::new(planned.merged);
+            let base = if failed.is_empty() {
+                Arc::clone(&merged)
+            } else {
+                let mut base = Tree::clone(&merged);
+                for path in &failed {
+                    match self.state.base.get(path) {
+                        Some(old) => base.insert(path.clone(), old.clone()),
+                        None => base.remove(path),
+                    };
+                }
+                Arc::new(base)
+            };
             summary.problems = failed.len() as u64;
             self.settle_scan_cache();
             self.state.base = base;
             self.state.remote_seq = committed.0;
             self.state.remote_root = Some(committed.1);
-            self.state.remote = planned.merged;
+            self.state.remote = merged;
             self.save_state().await?;
             crate::conflicts::add(&self.options.state_dir, &self.options.root, records)
                 .map_err(SyncError::Local)?;
@@ -544,7 +562,7 @@ impl Engine {
             let remote_tree = self.pull(remote, root).await?;
             self.state.remote_seq = seq;
             self.state.remote_root = Some(root);
-            self.state.remote = remote_tree;
+            self.state.remote = Arc::new(remote_tree);
             // With the remote tree as the base, every difference is a local change: the plan
             // turns the remote tree into the local one, with no conflicts.
             let remote_view = self.ignores.filter(&self.state.remote);
@@ -562,10 +580,11 @@ impl Engine {
             else {
                 continue;
             };
-            self.state.base = planned.merged.clone();
+            let merged = Arc::new(planned.merged);
+            self.state.base = Arc::clone(&merged);
             self.state.remote_seq = committed.0;
             self.state.remote_root = Some(committed.1);
-            self.state.remote = planned.merged;
+            self.state.remote = merged;
             self.settle_scan_cache();
             self.save_state().await?;
             summary.seq = committed.0;
@@ -594,8 +613,8 @@ impl Engine {
         let snapshot = self.pull(remote, root).await?;
         self.state.remote_seq = seq;
         self.state.remote_root = Some(root);
-        self.state.remote = snapshot;
-        let mut target = self.state.remote.clone();
+        self.state.remote = Arc::new(snapshot);
+        let mut target = Tree::clone(&self.state.remote);
         for (path, entry) in &local {
             let fits = path
                 .ancestors()
@@ -759,7 +778,7 @@ impl Engine {
         // Until the diff is applied the flattened tree is gone, so no root may claim it: a pull
         // that fails here starts the next one from scratch instead of from a half-empty tree.
         let old_root = self.state.remote_root.take();
-        let mut tree = std::mem::take(&mut self.state.remote);
+        let mut tree = Arc::unwrap_or_clone(std::mem::take(&mut self.state.remote));
         blocking(move || {
             for level in levels.iter().rev() {
                 let blocks: Vec<&[u8]> = level.iter().map(|(_, b)| b.as_slice()).collect();
@@ -1917,6 +1936,10 @@ fn scan_folder(
             (rel, rel_text, full, meta, entry)
         })
         .collect();
+    if !hashed.is_empty() {
+        // Between scans the daemon idles: no 8 MiB chunk buffer kept per core.
+        rayon::broadcast(|_| cairn_store::ingest::release_buffer());
+    }
     for (rel, rel_text, full, meta, entry) in hashed {
         let entry = match entry {
             Ok(Some(entry)) => entry,

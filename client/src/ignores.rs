@@ -6,11 +6,14 @@
 //!
 //! `.cairnignore` itself is an ordinary file and syncs, so every device shares the rules.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-use crate::plan::{Kind, Tree};
+use cairn_protocol::path::RelPath;
+
+use crate::plan::{Entry, Kind, Tree};
 
 /// The name of the rules file at a folder's top.
 pub const FILE_NAME: &str = ".cairnignore";
@@ -89,11 +92,20 @@ impl Ignores {
     }
 
     /// `tree` without its ignored paths.
-    pub fn filter(&self, tree: &Tree) -> Tree {
-        tree.iter()
-            .filter(|(path, entry)| !self.is_ignored(path.as_str(), entry.kind == Kind::Dir))
-            .map(|(path, entry)| (path.clone(), entry.clone()))
-            .collect()
+    pub fn filter<'t>(&self, tree: &'t Tree) -> Cow<'t, Tree> {
+        let kept = |(path, entry): &(&RelPath, &Entry)| {
+            !self.is_ignored(path.as_str(), entry.kind == Kind::Dir)
+        };
+        if tree.iter().all(|item| kept(&item)) {
+            // The usual case: no copy of a large tree.
+            return Cow::Borrowed(tree);
+        }
+        Cow::Owned(
+            tree.iter()
+                .filter(kept)
+                .map(|(path, entry)| (path.clone(), entry.clone()))
+                .collect(),
+        )
     }
 }
 

@@ -485,7 +485,9 @@ impl Remote {
         }
     }
 
-    /// Closes the connection politely.
+    /// Closes the connection politely: requests still in flight on any clone fail at once, and
+    /// the endpoint (its socket and buffers) goes away once the close is done, even while some
+    /// task still holds a clone.
     pub fn close(&self) {
         self.link.connection.close(0u32.into(), b"done");
     }

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cairn_protocol::path::RelPath;
 use cairn_store::NodeId;
@@ -97,18 +98,24 @@ struct Snapshot {
 }
 
 /// The state in memory.
+///
+/// The two trees are shared: after a clean pass the base and the remote tree are one map
+/// (100,000 entries are tens of MB), and a tree that a pass did not replace is not copied.
 #[derive(Debug, Default, Clone)]
 pub struct State {
     /// The merge base, per path.
-    pub base: Tree,
+    pub base: Arc<Tree>,
     /// The last remote head seen and synced from.
     pub remote_seq: u64,
     /// Its root (`None` before the first pass).
     pub remote_root: Option<NodeId>,
     /// The remote tree at `remote_root`, flattened.
-    pub remote: Tree,
+    pub remote: Arc<Tree>,
     /// The scan cache.
     pub scan: HashMap<String, ScanRecord>,
+    /// The base and remote trees as last loaded or saved: a save compares with them in
+    /// memory instead of reading the stored rows back.
+    saved: Option<[Arc<Tree>; 2]>,
 }
 
 fn tree_from(items: Vec<(String, SavedEntry)>) -> Result<Tree, String> {
@@ -155,6 +162,72 @@ fn changes(
     Ok(out)
 }
 
+/// The rows to write for `new` where the stored rows are `old`'s: a merge of the two sorted
+/// maps, with nothing to do when they are one map.
+fn tree_changes(old: &Arc<Tree>, new: &Arc<Tree>) -> Result<Changes, String> {
+    use std::cmp::Ordering;
+    let mut out = Vec::new();
+    if Arc::ptr_eq(old, new) {
+        return Ok(out);
+    }
+    let row = |e: &Entry| encode(&SavedEntry::from(e));
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((pa, _)), Some((pb, _))) => pa.cmp(pb),
+        };
+        match order {
+            Ordering::Less => {
+                let (path, _) = a.next().expect("peeked");
+                out.push((path.as_str().to_owned(), None));
+            }
+            Ordering::Greater => {
+                let (path, entry) = b.next().expect("peeked");
+                out.push((path.as_str().to_owned(), Some(row(entry)?)));
+            }
+            Ordering::Equal => {
+                let ((_, was), (path, entry)) =
+                    (a.next().expect("peeked"), b.next().expect("peeked"));
+                if SavedEntry::from(was) != SavedEntry::from(entry) {
+                    out.push((path.as_str().to_owned(), Some(row(entry)?)));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The scan cache rows to write: `scan` against the stored rows, both walked in path order, so
+/// the stored rows are never all in memory (100,000 of them were 40 MB at the peak of a save).
+fn scan_changes(db: &StateDb, scan: &HashMap<String, ScanRecord>) -> Result<Changes, String> {
+    let mut wanted: Vec<(&String, &ScanRecord)> = scan.iter().collect();
+    wanted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut wanted = wanted.into_iter().peekable();
+    let mut out = Vec::new();
+    db.scan_each(|path, stored| {
+        while let Some((new, record)) = wanted.next_if(|(p, _)| p.as_str() < path.as_str()) {
+            out.push((new.clone(), Some(encode(record)?)));
+        }
+        match wanted.next_if(|(p, _)| **p == path) {
+            Some((_, record)) => {
+                let bytes = encode(record)?;
+                if bytes != stored {
+                    out.push((path, Some(bytes)));
+                }
+            }
+            None => out.push((path, None)),
+        }
+        Ok(())
+    })?;
+    for (new, record) in wanted {
+        out.push((new.clone(), Some(encode(record)?)));
+    }
+    Ok(out)
+}
+
 impl State {
     /// Loads the state from `db` (empty for a new database).
     ///
@@ -176,8 +249,14 @@ impl State {
                 })
                 .collect()
         };
-        let base = tree(BASE)?;
-        let remote = tree(REMOTE)?;
+        let base = Arc::new(tree(BASE)?);
+        let stored_remote = tree(REMOTE)?;
+        // One map when they are equal, as after every clean pass.
+        let remote = if stored_remote == *base {
+            Arc::clone(&base)
+        } else {
+            Arc::new(stored_remote)
+        };
         let scan = db
             .scan()?
             .into_iter()
@@ -192,6 +271,7 @@ impl State {
             None => None,
         };
         Ok(State {
+            saved: Some([Arc::clone(&base), Arc::clone(&remote)]),
             base,
             remote_seq,
             remote_root,
@@ -204,26 +284,42 @@ impl State {
     ///
     /// # Errors
     /// SQLite errors; nothing of this save is written then.
-    pub fn save(&self, db: &StateDb) -> Result<(), String> {
+    pub fn save(&mut self, db: &StateDb) -> Result<(), String> {
         let rows = |tree: &Tree| {
             tree.iter()
                 .map(|(p, e)| Ok((p.as_str().to_owned(), encode(&SavedEntry::from(e))?)))
                 .collect::<Vec<_>>()
         };
-        let base = changes(db.entries(BASE)?, rows(&self.base).into_iter())?;
-        let remote = changes(db.entries(REMOTE)?, rows(&self.remote).into_iter())?;
-        let scan = changes(
-            db.scan()?,
-            self.scan.iter().map(|(p, r)| Ok((p.clone(), encode(r)?))),
-        )?;
+        let (base, remote) = match &self.saved {
+            // The usual case after a pass: one map on both sides, before and after.
+            Some([old_base, old_remote])
+                if Arc::ptr_eq(old_base, old_remote) && Arc::ptr_eq(&self.base, &self.remote) =>
+            {
+                (tree_changes(old_base, &self.base)?, None)
+            }
+            Some([old_base, old_remote]) => (
+                tree_changes(old_base, &self.base)?,
+                Some(tree_changes(old_remote, &self.remote)?),
+            ),
+            None => (
+                changes(db.entries(BASE)?, rows(&self.base).into_iter())?,
+                Some(changes(
+                    db.entries(REMOTE)?,
+                    rows(&self.remote).into_iter(),
+                )?),
+            ),
+        };
+        let scan = scan_changes(db, &self.scan)?;
         db.write(
-            [&base, &remote],
+            [&base, remote.as_ref().unwrap_or(&base)],
             &scan,
             &[
                 ("remote_seq", encode(&self.remote_seq)?),
                 ("remote_root", encode(&self.remote_root)?),
             ],
-        )
+        )?;
+        self.saved = Some([Arc::clone(&self.base), Arc::clone(&self.remote)]);
+        Ok(())
     }
 }
 
@@ -256,12 +352,13 @@ pub fn import_legacy(
     if snapshot.version != STATE_VERSION {
         return Err(damaged(format!("version {}", snapshot.version)));
     }
-    let state = State {
-        base: tree_from(snapshot.base).map_err(damaged)?,
+    let mut state = State {
+        base: Arc::new(tree_from(snapshot.base).map_err(damaged)?),
         remote_seq: snapshot.remote_seq,
         remote_root: snapshot.remote_root,
-        remote: tree_from(snapshot.remote).map_err(damaged)?,
+        remote: Arc::new(tree_from(snapshot.remote).map_err(damaged)?),
         scan: snapshot.scan.into_iter().collect(),
+        saved: None,
     };
     let old_nodes = dir.join("nodes");
     if old_nodes.is_dir() {
@@ -350,8 +447,8 @@ mod tests {
         let (db, _) = StateDb::open(dir.path()).expect("open");
         let mut state = State::default();
         for i in 0..50u8 {
-            state.base.insert(path(&format!("f{i}")), entry(i));
-            state.remote.insert(path(&format!("f{i}")), entry(i));
+            Arc::make_mut(&mut state.base).insert(path(&format!("f{i}")), entry(i));
+            Arc::make_mut(&mut state.remote).insert(path(&format!("f{i}")), entry(i));
             state.scan.insert(format!("f{i}"), record(i));
         }
         state.remote_seq = 7;
@@ -360,9 +457,9 @@ mod tests {
         assert!(same(&State::load(&db).expect("load"), &state));
 
         // One file edited, one deleted, one added.
-        state.base.insert(path("f1"), entry(201));
-        state.base.remove(&path("f2"));
-        state.remote.insert(path("new"), entry(202));
+        Arc::make_mut(&mut state.base).insert(path("f1"), entry(201));
+        Arc::make_mut(&mut state.base).remove(&path("f2"));
+        Arc::make_mut(&mut state.remote).insert(path("new"), entry(202));
         state.scan.remove("f3");
         state.remote_seq = 8;
         let rows = |tree: &Tree, stored: i64| {
@@ -378,14 +475,32 @@ mod tests {
         state.save(&db).expect("save again");
         assert!(same(&State::load(&db).expect("load"), &state));
         assert!(rows(&state.base, BASE).is_empty(), "nothing left to write");
+
+        // After a clean pass the base and the remote tree are one map, in memory and on load.
+        let mut merged = Tree::clone(&state.base);
+        merged.insert(path("merged"), entry(203));
+        state.base = Arc::new(merged);
+        state.remote = Arc::clone(&state.base);
+        state.scan.insert("merged".into(), record(203));
+        state.save(&db).expect("save the merge");
+        let loaded = State::load(&db).expect("load");
+        assert!(same(&loaded, &state));
+        assert!(
+            Arc::ptr_eq(&loaded.base, &loaded.remote),
+            "loaded as one map"
+        );
+        assert!(
+            rows(&state.remote, REMOTE).is_empty(),
+            "the remote rows written too"
+        );
     }
 
     #[test]
     fn an_older_snapshot_and_node_store_move_into_the_database_once() {
         let dir = tempfile::tempdir().expect("dir");
         let mut state = State::default();
-        state.base.insert(path("docs/a.txt"), entry(1));
-        state.remote.insert(path("docs/a.txt"), entry(1));
+        Arc::make_mut(&mut state.base).insert(path("docs/a.txt"), entry(1));
+        Arc::make_mut(&mut state.remote).insert(path("docs/a.txt"), entry(1));
         state.scan.insert("docs/a.txt".into(), record(1));
         state.remote_seq = 3;
         state.remote_root = Some(NodeId::of(b"root"));
