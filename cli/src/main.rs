@@ -28,12 +28,6 @@ use clap::Parser;
 use crate::args::{Cli, Command, ConfigCommand, SyncCommand, UserCommand};
 use crate::output::{Report, error_code, print_failure, print_report};
 
-/// mimalloc instead of the system allocator: the sync daemon lives for days, and glibc's
-/// arenas kept the high-water mark of every pass (an idle daemon on 100,000 files held
-/// 164 MiB); mimalloc gives freed pages back.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // Parsing may fail before `--json` is known; look for it by hand so usage errors have the
     // JSON shape too.
