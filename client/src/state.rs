@@ -191,7 +191,7 @@ fn tree_changes(old: &Arc<Tree>, new: &Arc<Tree>) -> Result<Changes, String> {
             Ordering::Equal => {
                 let ((_, was), (path, entry)) =
                     (a.next().expect("peeked"), b.next().expect("peeked"));
-                if SavedEntry::from(was) != SavedEntry::from(entry) {
+                if was != entry {
                     out.push((path.as_str().to_owned(), Some(row(entry)?)));
                 }
             }
