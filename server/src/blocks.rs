@@ -29,6 +29,18 @@ impl Blocks {
         }
     }
 
+    /// Gives back the disk space of deleted blocks (local packs; a bucket frees it on delete);
+    /// returns the bytes given back.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn compact(&self) -> Result<u64> {
+        match self {
+            Blocks::Local(store) => store.compact().map(|r| r.bytes_reclaimed),
+            Blocks::S3(_) => Ok(0),
+        }
+    }
+
     fn inner(&self) -> &dyn BlockStore {
         match self {
             Blocks::Local(store) => store,

@@ -226,8 +226,8 @@ pub async fn run(state: &AppState, job: Job) -> Result<String, String> {
     let outcome = match job {
         Job::CollectGarbage { grace } => collect_garbage(state, grace).await.map(|r| {
             format!(
-                "{} live blocks, {} deleted, {} unreferenced kept as young",
-                r.live, r.deleted, r.young
+                "{} live blocks, {} deleted, {} unreferenced kept as young, {} bytes of disk given back",
+                r.live, r.deleted, r.young, r.bytes_reclaimed
             )
         }),
         Job::PruneVersions { retention } => prune_versions(state, retention)
@@ -253,6 +253,8 @@ pub struct GcReport {
     pub deleted: u64,
     /// Unreferenced blocks kept because they are younger than the grace period.
     pub young: u64,
+    /// Disk space given back by compacting the local store's packs after the deletions.
+    pub bytes_reclaimed: u64,
 }
 
 /// Deletes unreferenced blocks older than `grace`.
@@ -293,6 +295,9 @@ pub async fn collect_garbage(state: &AppState, grace: Duration) -> Result<GcRepo
             } else if store.delete(&id).map_err(|e| e.to_string())? {
                 report.deleted += 1;
             }
+        }
+        if report.deleted > 0 {
+            report.bytes_reclaimed = store.compact().map_err(|e| e.to_string())?;
         }
         Ok(report)
     })

@@ -1,46 +1,70 @@
-//! The local filesystem [`BlockStore`]: one immutable file per block in sharded directories.
+//! The local filesystem [`BlockStore`]: blocks appended to pack files, found through an
+//! in-memory index that an append-only log keeps durable.
 //!
 //! ```text
-//! ROOT/lock                      held (flock) by the one process using the store
-//! ROOT/blocks/abc/abc…(64 hex)   a block: header byte, then the payload
-//! ROOT/tmp/                      blocks written but not yet durable; emptied at open
+//! ROOT/lock                   held (flock) by the one process using the store
+//! ROOT/packs/00000001.pack    "CAIRNPK1", then records: stored length (u32 LE), id, stored bytes
+//! ROOT/index.log              one 56-byte record per block put, refreshed or deleted
+//! ROOT/blocks/abc/abc…        blocks of the earlier one-file-per-block layout: read, never written
 //! ```
 //!
-//! Header byte 0 means the payload is the block itself; 1 means it is zstd-compressed. A block is
-//! compressed only when that saves at least 1/16 of its size, and incompressible data is detected
-//! on a sample first so it costs almost nothing.
+//! A block's stored bytes are a header byte and the payload: header 0 means the payload is the
+//! block itself; 1 means it is zstd-compressed. A block is compressed only when that saves at
+//! least 1/16 of its size, and incompressible data is detected on a sample first so it costs
+//! almost nothing.
 //!
-//! Writes are atomic and batched: `put` writes the block to `tmp/` and returns. Every
-//! [`PENDING_BLOCKS_MAX`] blocks (or [`PENDING_SIZE_MAX`] bytes), and on [`BlockStore::sync`], the
-//! batch is flushed by a background thread: one `syncfs(2)` makes all their contents durable, then they are renamed into
-//! their shards. [`BlockStore::sync`] ends with a second `syncfs` that makes the renames durable.
-//! So a block file in `blocks/` always has complete content, and a batch of blocks costs two
-//! filesystem syncs instead of one `fsync` per block and per shard directory (measured: 46,000
-//! fsyncs took 4.9 s of a 1 GiB ingest; see BENCHMARKS.md). The price: `syncfs` also flushes
-//! other programs' dirty data on the same filesystem, so give the store its own filesystem where
-//! other heavy writers share the disk.
+//! **Why packs.** One file per block cost an inode, a directory entry and a rename per block:
+//! profiling a 1 GiB upload of 20,000 small files showed ~45% of the server's CPU time in file
+//! creation (see BENCHMARKS.md). Appending to a few large files costs a `pwrite` per block.
 //!
-//! It does not know which blocks are referenced (the garbage collector above it decides).
+//! **Durability.** `put` appends the record to the active pack and returns; the block is readable
+//! at once. Every [`PENDING_BLOCKS_MAX`] blocks (or [`PENDING_SIZE_MAX`] bytes), and on
+//! [`BlockStore::sync`], a flush `fdatasync`s the packs written to, and only then appends the
+//! blocks' index records to the log and `fdatasync`s it. So the log never points at bytes that
+//! are not on disk, and a crash loses only blocks no [`BlockStore::sync`] covered: their bytes are
+//! dead space in a pack, dropped at the next compaction. Each index record carries a checksum;
+//! a torn record at the log's end (a crash mid-append) is cut off at open.
+//!
+//! **Deletion** writes a tombstone record and counts the block's bytes as dead in its pack.
+//! [`FsBlockStore::compact`] copies the live blocks of packs that are more than half dead into
+//! the active pack, makes their new places durable, then removes the old packs.
+//!
+//! The index holds ~50 bytes per block in memory (50 MB per million blocks) and is read from
+//! the log at open. It does not know which blocks are referenced (the garbage collector above it
+//! decides).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
-use crate::limits::{BLOCK_SIZE_MAX, PENDING_BLOCKS_MAX, PENDING_SIZE_MAX};
+use crate::limits::{BLOCK_SIZE_MAX, PACK_SIZE_TARGET, PENDING_BLOCKS_MAX, PENDING_SIZE_MAX};
 use crate::store::check_block_size;
 use crate::{BlockId, BlockStore, Error, Put, Result};
 
 const HEADER_RAW: u8 = 0;
 const HEADER_ZSTD: u8 = 1;
-/// Hex digits of the id that name a block's shard directory: 256 shards (as git does), so ten
-/// million blocks (~2.4 TiB at 256 KiB) is ~39,000 files per directory, which ext4 and XFS index
-/// well. More shards would cost more directory metadata to sync per batch.
+/// The first bytes of every pack file.
+const PACK_MAGIC: &[u8; 8] = b"CAIRNPK1";
+/// A pack record's stored length (4 bytes) and id (32 bytes), before its stored bytes.
+const RECORD_HEADER_LEN: u64 = 36;
+/// An index record: id (32), pack (4), offset (4), length (4), stored at (4, Unix seconds),
+/// then the first 8 bytes of the BLAKE3 hash of those 48 bytes.
+const LOG_RECORD_LEN: usize = 56;
+/// The pack number of a tombstone record.
+const DELETED: u32 = u32::MAX;
+/// Pack files kept open for reading.
+const OPEN_PACKS_MAX: usize = 64;
+/// A deduplicating put refreshes a block's time (for the garbage collector's grace period) when
+/// it is older than this.
+const REFRESH_AFTER_S: u32 = 60;
+/// Hex digits of a legacy block's shard directory.
 const SHARD_HEX_LEN: usize = 2;
 /// Bytes sampled to decide whether a block is worth compressing.
 const COMPRESS_SAMPLE_SIZE: usize = 16 * 1024;
@@ -71,12 +95,23 @@ impl FsStoreOptions {
     };
 }
 
+/// What [`FsBlockStore::compact`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Packs removed.
+    pub packs: u64,
+    /// Live blocks copied out of them.
+    pub blocks_moved: u64,
+    /// Bytes of disk space given back.
+    pub bytes_reclaimed: u64,
+}
+
 /// A block store in a local directory.
 #[derive(Debug)]
 pub struct FsBlockStore {
     shared: Arc<Shared>,
     /// Flushes full batches in the background, so hashing and compressing go on while the disk
-    /// syncs (measured: a worker waiting in `syncfs` idled one of two cores for ~1 s per GiB).
+    /// syncs.
     flusher: Option<JoinHandle<()>>,
 }
 
@@ -84,15 +119,16 @@ pub struct FsBlockStore {
 #[derive(Debug)]
 struct Shared {
     root: PathBuf,
-    blocks_dir: PathBuf,
-    tmp_dir: PathBuf,
+    packs_dir: PathBuf,
+    legacy_dir: PathBuf,
+    /// Whether the legacy one-file-per-block directory holds anything.
+    legacy: bool,
     options: FsStoreOptions,
-    pending: Mutex<Pending>,
-    tmp_counter: AtomicU64,
-    /// Set when renames were made that no `syncfs` has covered yet.
-    renames_unsynced: AtomicBool,
-    /// The root directory, open, for `syncfs`.
-    root_dir: File,
+    state: Mutex<State>,
+    /// The index log; held for a whole flush or compaction, so records are appended in order.
+    log: Mutex<Log>,
+    /// Pack files open for reading.
+    readers: Mutex<HashMap<u32, Arc<File>>>,
     /// Held for the store's lifetime: a second process cannot open the same store.
     _lock: File,
     /// Signalled when a batch is ready to flush, or at shutdown.
@@ -101,46 +137,120 @@ struct Shared {
     done: Condvar,
 }
 
-/// Blocks written to `tmp/` and not yet renamed into place.
+#[derive(Debug)]
+struct Log {
+    file: File,
+    path: PathBuf,
+    /// Bytes of valid records.
+    len: u64,
+    /// Records in the file.
+    records: u64,
+}
+
+/// Where a block's stored bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    pack: u32,
+    /// Offset of the stored bytes (after the record header).
+    offset: u32,
+    len: u32,
+    /// When it was stored or last refreshed, Unix seconds.
+    stored_s: u32,
+    /// Whether its index record is durable.
+    durable: bool,
+}
+
+impl Loc {
+    fn record_len(&self) -> u64 {
+        RECORD_HEADER_LEN + u64::from(self.len)
+    }
+
+    fn same_place(&self, other: &Loc) -> bool {
+        self.pack == other.pack && self.offset == other.offset
+    }
+}
+
+#[derive(Debug)]
+struct Active {
+    no: u32,
+    file: Arc<File>,
+    size: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PackStats {
+    /// Bytes in the file, holes and dead records included.
+    size: u64,
+    /// Bytes of records the index points at.
+    live: u64,
+}
+
 #[derive(Debug, Default)]
-struct Pending {
-    /// Where each pending block's bytes are until it is flushed.
-    staged: HashMap<BlockId, PathBuf>,
-    /// Pending blocks not yet taken by a flush, in put order.
-    queue: Vec<BlockId>,
-    queued_size: u64,
-    /// Batches taken from the queue and not yet renamed into place.
-    in_flight: usize,
-    /// The last background flush failure, reported by the next put or sync.
+struct State {
+    index: HashMap<BlockId, Loc>,
+    packs: HashMap<u32, PackStats>,
+    active: Option<Active>,
+    next_pack: u32,
+    /// Index records not yet in the log, in order; `None` is a tombstone.
+    unlogged: Vec<(BlockId, Option<Loc>)>,
+    /// Bytes appended to packs since the last flush took its batch.
+    unlogged_bytes: u64,
+    /// Packs written to since the last flush took its batch.
+    dirty_packs: HashMap<u32, Arc<File>>,
+    /// Whether a pack file was created since the last flush (the directory needs a sync).
+    new_packs: bool,
+    /// Appends reserved in each pack and not yet indexed: a compaction leaves such packs alone.
+    appending: HashMap<u32, usize>,
+    /// The last background flush failure, reported by the next put.
     error: Option<Error>,
     /// Tells the flusher thread to stop.
     shutdown: bool,
 }
 
-impl Pending {
+impl State {
     fn batch_ready(&self) -> bool {
-        self.queue.len() >= PENDING_BLOCKS_MAX || self.queued_size >= PENDING_SIZE_MAX
+        self.unlogged.len() >= PENDING_BLOCKS_MAX || self.unlogged_bytes >= PENDING_SIZE_MAX
     }
 
-    /// Puts stall while this much is waiting, so a slow disk bounds memory and temp space.
+    /// Puts stall while this much is waiting, so a slow disk bounds the unsynced data.
     fn backlogged(&self) -> bool {
-        self.queue.len() >= 2 * PENDING_BLOCKS_MAX || self.queued_size >= 2 * PENDING_SIZE_MAX
+        self.unlogged.len() >= 2 * PENDING_BLOCKS_MAX || self.unlogged_bytes >= 2 * PENDING_SIZE_MAX
+    }
+
+    fn add_live(&mut self, pack: u32, bytes: u64) {
+        let stats = self.packs.entry(pack).or_default();
+        stats.live += bytes;
+    }
+
+    fn end_append(&mut self, pack: u32) {
+        if let Some(count) = self.appending.get_mut(&pack) {
+            *count -= 1;
+            if *count == 0 {
+                self.appending.remove(&pack);
+            }
+        }
+    }
+
+    fn remove_live(&mut self, pack: u32, bytes: u64) {
+        if let Some(stats) = self.packs.get_mut(&pack) {
+            stats.live = stats.live.saturating_sub(bytes);
+        }
     }
 }
 
 impl FsBlockStore {
     /// Opens (creating if needed) the store at `root`.
     ///
-    /// Leftovers of a crash in `tmp/` are removed: nothing can reference them, because blocks
-    /// are only referenced after a [`BlockStore::sync`] made them durable.
+    /// The index is read from the log; a torn record at its end (a crash mid-append) is cut off,
+    /// and packs no index record points at (written, but never made durable) are removed.
     ///
     /// # Errors
     /// IO errors, or the store being in use by another process.
     pub fn open(root: impl Into<PathBuf>, options: FsStoreOptions) -> Result<Self> {
         let root = root.into();
-        let blocks_dir = root.join("blocks");
-        let tmp_dir = root.join("tmp");
-        for dir in [&root, &blocks_dir, &tmp_dir] {
+        let packs_dir = root.join("packs");
+        let legacy_dir = root.join("blocks");
+        for dir in [&root, &packs_dir] {
             fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         }
         let lock_path = root.join("lock");
@@ -160,19 +270,25 @@ impl FsBlockStore {
                 ),
             )
         })?;
-        remove_tree_contents(&tmp_dir)?;
-        let root_dir = File::open(&root).map_err(|e| Error::io("opening", &root, e))?;
+        // Temp files of the one-file-per-block layout: never referenced.
+        let legacy_tmp = root.join("tmp");
+        if legacy_tmp.exists() {
+            fs::remove_dir_all(&legacy_tmp).map_err(|e| Error::io("removing", &legacy_tmp, e))?;
+        }
+        let legacy = fs::read_dir(&legacy_dir).is_ok_and(|mut dir| dir.next().is_some());
+        let (log, mut state) = load_index(&root.join("index.log"), &packs_dir)?;
+        state.next_pack = state.packs.keys().max().map_or(1, |no| no + 1);
         let shared = Arc::new(Shared {
             work: Condvar::new(),
             done: Condvar::new(),
-            root_dir,
-            renames_unsynced: AtomicBool::new(false),
             root,
-            blocks_dir,
-            tmp_dir,
+            packs_dir,
+            legacy_dir,
+            legacy,
             options,
-            pending: Mutex::new(Pending::default()),
-            tmp_counter: AtomicU64::new(0),
+            state: Mutex::new(state),
+            log: Mutex::new(log),
+            readers: Mutex::new(HashMap::new()),
             _lock: lock,
         });
         let worker = Arc::clone(&shared);
@@ -191,163 +307,546 @@ impl FsBlockStore {
         &self.shared.root
     }
 
-    /// Where a block lives once durable.
-    pub fn block_path(&self, id: &BlockId) -> PathBuf {
-        self.shared.block_path(id)
+    /// Where a block's stored bytes (header byte and payload) are: the file, the offset and the
+    /// length. `None` if it is not stored. For tools and tests that inspect the store on disk.
+    pub fn location(&self, id: &BlockId) -> Option<(PathBuf, u64, u64)> {
+        if let Some(loc) = self.shared.lock_state().index.get(id).copied() {
+            return Some((
+                self.shared.pack_path(loc.pack),
+                u64::from(loc.offset),
+                u64::from(loc.len),
+            ));
+        }
+        let path = self.shared.legacy_path(id);
+        let len = fs::metadata(&path).ok()?.len();
+        Some((path, 0, len))
     }
 
     /// When a block was stored or last deduplicated against; `None` if it is not stored.
-    /// Pending blocks count as new. A garbage collector deletes only blocks older than a grace
-    /// period, so it never races an upload that has not committed yet.
+    /// A garbage collector deletes only blocks older than a grace period, so it never races an
+    /// upload that has not committed yet.
     ///
     /// # Errors
-    /// IO errors other than the block being absent.
-    pub fn modified(&self, id: &BlockId) -> Result<Option<std::time::SystemTime>> {
-        if self.shared.lock_pending().staged.contains_key(id) {
-            return Ok(Some(std::time::SystemTime::now()));
+    /// IO errors reading a legacy block's metadata.
+    pub fn modified(&self, id: &BlockId) -> Result<Option<SystemTime>> {
+        if let Some(loc) = self.shared.lock_state().index.get(id) {
+            return Ok(Some(
+                UNIX_EPOCH + Duration::from_secs(u64::from(loc.stored_s)),
+            ));
         }
-        let path = self.block_path(id);
+        if !self.shared.legacy {
+            return Ok(None);
+        }
+        let path = self.shared.legacy_path(id);
         match fs::metadata(&path).and_then(|meta| meta.modified()) {
             Ok(time) => Ok(Some(time)),
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
             Err(err) => Err(Error::io("reading metadata of", path, err)),
         }
     }
+
+    /// Gives back the space of deleted blocks: every pack more than half dead has its live
+    /// blocks copied into the active pack, their new places made durable, and is then removed.
+    ///
+    /// # Errors
+    /// IO errors; a failed compaction leaves every block readable where the index says.
+    pub fn compact(&self) -> Result<CompactReport> {
+        self.shared.compact()
+    }
+}
+
+/// Reads the index log (cutting off a torn end) and the pack directory; removes packs with no
+/// live block.
+fn load_index(log_path: &Path, packs_dir: &Path) -> Result<(Log, State)> {
+    let bytes = match fs::read(log_path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == ErrorKind::NotFound => Vec::new(),
+        Err(err) => return Err(Error::io("reading", log_path, err)),
+    };
+    let mut state = State::default();
+    let mut valid = 0usize;
+    let mut records = 0u64;
+    for record in bytes.chunks_exact(LOG_RECORD_LEN) {
+        let Some((id, loc)) = decode_log_record(record) else {
+            break;
+        };
+        match loc {
+            Some(loc) => state.index.insert(id, loc),
+            None => state.index.remove(&id),
+        };
+        valid += LOG_RECORD_LEN;
+        records += 1;
+    }
+    for entry in fs::read_dir(packs_dir).map_err(|e| Error::io("listing", packs_dir, e))? {
+        let entry = entry.map_err(|e| Error::io("listing", packs_dir, e))?;
+        let name = entry.file_name();
+        let Some(no) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".pack"))
+            .and_then(|n| u32::from_str_radix(n, 16).ok())
+        else {
+            continue;
+        };
+        let size = entry
+            .metadata()
+            .map_err(|e| Error::io("reading metadata of", entry.path(), e))?
+            .len();
+        state.packs.insert(no, PackStats { size, live: 0 });
+    }
+    // Records pointing at a pack that is gone cannot be read: they were compacted away by a
+    // run that crashed before its tombstones were durable, so they were dead already.
+    state
+        .index
+        .retain(|_, loc| state.packs.contains_key(&loc.pack));
+    let lives: Vec<(u32, u64)> = state
+        .index
+        .values()
+        .map(|loc| (loc.pack, loc.record_len()))
+        .collect();
+    for (pack, bytes) in lives {
+        state.add_live(pack, bytes);
+    }
+    let dead: Vec<u32> = state
+        .packs
+        .iter()
+        .filter(|(_, stats)| stats.live == 0)
+        .map(|(no, _)| *no)
+        .collect();
+    for no in dead {
+        let path = packs_dir.join(pack_name(no));
+        fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+        state.packs.remove(&no);
+    }
+    let mut log = Log {
+        file: OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(log_path)
+            .map_err(|e| Error::io("opening", log_path, e))?,
+        path: log_path.to_path_buf(),
+        len: valid as u64,
+        records,
+    };
+    if valid < bytes.len() {
+        log.file
+            .set_len(log.len)
+            .map_err(|e| Error::io("cutting the torn end of", log_path, e))?;
+    }
+    // A log mostly of superseded records is rewritten with one record per live block.
+    if log.records > 2 * state.index.len() as u64 + 4096 {
+        rewrite_log(&mut log, &state.index)?;
+    }
+    Ok((log, state))
+}
+
+fn pack_name(no: u32) -> String {
+    format!("{no:08x}.pack")
+}
+
+fn encode_log_record(id: &BlockId, loc: Option<&Loc>) -> [u8; LOG_RECORD_LEN] {
+    let mut out = [0u8; LOG_RECORD_LEN];
+    out[..32].copy_from_slice(id.as_bytes());
+    let (pack, offset, len, stored_s) = loc.map_or((DELETED, 0, 0, 0), |l| {
+        (l.pack, l.offset, l.len, l.stored_s)
+    });
+    out[32..36].copy_from_slice(&pack.to_le_bytes());
+    out[36..40].copy_from_slice(&offset.to_le_bytes());
+    out[40..44].copy_from_slice(&len.to_le_bytes());
+    out[44..48].copy_from_slice(&stored_s.to_le_bytes());
+    let check = blake3::hash(&out[..48]);
+    out[48..].copy_from_slice(&check.as_bytes()[..8]);
+    out
+}
+
+/// An index record: the id and its place, or `None` for a tombstone; `None` overall if the
+/// record is damaged.
+fn decode_log_record(record: &[u8]) -> Option<(BlockId, Option<Loc>)> {
+    let check = blake3::hash(record.get(..48)?);
+    if record.get(48..56)? != &check.as_bytes()[..8] {
+        return None;
+    }
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(record.get(at..at + 4)?.try_into().ok()?))
+    };
+    let id = BlockId::from_bytes(record.get(..32)?.try_into().ok()?);
+    let pack = word(32)?;
+    if pack == DELETED {
+        return Some((id, None));
+    }
+    Some((
+        id,
+        Some(Loc {
+            pack,
+            offset: word(36)?,
+            len: word(40)?,
+            stored_s: word(44)?,
+            durable: true,
+        }),
+    ))
+}
+
+/// Replaces the log with one record per durable block: written beside it, synced, renamed over.
+fn rewrite_log(log: &mut Log, index: &HashMap<BlockId, Loc>) -> Result<()> {
+    let tmp = log.path.with_extension("log.new");
+    let mut bytes = Vec::with_capacity(index.len() * LOG_RECORD_LEN);
+    let mut records = 0u64;
+    for (id, loc) in index.iter().filter(|(_, loc)| loc.durable) {
+        bytes.extend_from_slice(&encode_log_record(id, Some(loc)));
+        records += 1;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("creating", &tmp, e))?;
+    file.write_all_at(&bytes, 0)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("writing", &tmp, e))?;
+    fs::rename(&tmp, &log.path).map_err(|e| Error::io("renaming", &tmp, e))?;
+    sync_dir(log.path.parent().unwrap_or(Path::new(".")))?;
+    log.file = file;
+    log.len = bytes.len() as u64;
+    log.records = records;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("syncing", dir, e))
+}
+
+fn now_s() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
 impl Shared {
     fn flusher_loop(&self) {
-        let mut pending = self.lock_pending();
+        let mut state = self.lock_state();
         loop {
-            if pending.shutdown {
+            if state.shutdown {
                 return;
             }
-            if !pending.batch_ready() {
-                pending = self
+            if !state.batch_ready() {
+                state = self
                     .work
-                    .wait(pending)
+                    .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
-            drop(pending);
+            drop(state);
             let result = self.flush();
-            pending = self.lock_pending();
+            state = self.lock_state();
             if let Err(err) = result {
-                pending.error = Some(err);
+                state.error = Some(err);
                 // Wait for a put or sync to come by before trying again, not in a hot loop.
-                pending = self
+                state = self
                     .work
-                    .wait(pending)
+                    .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
         }
     }
 
-    /// Waits until no batch is being flushed.
-    fn wait_idle(&self) -> MutexGuard<'_, Pending> {
-        let mut pending = self.lock_pending();
-        while pending.in_flight > 0 {
-            pending = self
-                .done
-                .wait(pending)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        pending
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves `State` consistent before it can panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn block_path(&self, id: &BlockId) -> PathBuf {
+    fn lock_log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pack_path(&self, no: u32) -> PathBuf {
+        self.packs_dir.join(pack_name(no))
+    }
+
+    fn legacy_path(&self, id: &BlockId) -> PathBuf {
         let hex = id.to_string();
-        self.blocks_dir.join(&hex[..SHARD_HEX_LEN]).join(hex)
+        self.legacy_dir.join(&hex[..SHARD_HEX_LEN]).join(hex)
     }
 
-    fn lock_pending(&self) -> MutexGuard<'_, Pending> {
-        // Every critical section leaves `Pending` consistent before it can panic.
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A deduplicating put: true if the block is stored (its time refreshed if old).
+    fn dedup(state: &mut State, id: &BlockId) -> bool {
+        let Some(loc) = state.index.get_mut(id) else {
+            return false;
+        };
+        let now = now_s();
+        if loc.durable && now.saturating_sub(loc.stored_s) >= REFRESH_AFTER_S {
+            loc.stored_s = now;
+            let loc = *loc;
+            state.unlogged.push((*id, Some(loc)));
+        }
+        true
     }
 
     fn put_one(&self, id: BlockId, data: &[u8]) -> Result<Put> {
-        let size = data.len() as u64;
         let dedup = Put {
             id,
-            size,
+            size: data.len() as u64,
             new: false,
             stored_size: 0,
         };
         {
-            let mut pending = self.lock_pending();
-            if let Some(err) = pending.error.take() {
+            let mut state = self.lock_state();
+            if let Some(err) = state.error.take() {
                 return Err(err);
             }
-            while pending.backlogged() && pending.error.is_none() {
-                pending = self
+            while state.backlogged() && state.error.is_none() && !state.shutdown {
+                state = self
                     .done
-                    .wait(pending)
+                    .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
-            if pending.staged.contains_key(&id) {
+            if Self::dedup(&mut state, &id) {
                 return Ok(dedup);
             }
         }
-        if self.final_exists(&id)? {
-            // A deduplicated block is in use again: refresh its mtime so a garbage collector
-            // that only deletes old unreferenced blocks spares it until the new use commits.
-            self.touch(&id)?;
+        if self.legacy && self.legacy_exists(&id)? {
+            self.touch_legacy(&id)?;
             return Ok(dedup);
         }
-        let encoded = encode_block(data, self.options.compression);
-        // Temp files are sharded like blocks: one shared tmp/ directory made every create contend
-        // on its inode lock (10% of an ingest's time, measured with perf).
-        let hex = id.to_string();
-        let tmp_shard = self.tmp_dir.join(&hex[..SHARD_HEX_LEN]);
-        let tmp = tmp_shard.join(format!(
-            "{hex}.{}",
-            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
-        ));
-        if let Err(err) = write_new_file(&tmp, &encoded) {
-            if !matches!(&err, Error::Io { source, .. } if source.kind() == ErrorKind::NotFound) {
-                return Err(err);
-            }
-            fs::create_dir_all(&tmp_shard).map_err(|e| Error::io("creating", &tmp_shard, e))?;
-            write_new_file(&tmp, &encoded)?;
+        let (head, raw) = encode_record(&id, data, self.options.compression);
+        let tail: &[u8] = if raw { data } else { &[] };
+        let stored_size = (head.len() + tail.len()) as u64 - RECORD_HEADER_LEN;
+        match self.append(&id, &head, tail)? {
+            true => Ok(Put {
+                id,
+                size: data.len() as u64,
+                new: true,
+                stored_size,
+            }),
+            false => Ok(dedup),
         }
-        {
-            let mut pending = self.lock_pending();
-            if pending.staged.contains_key(&id) {
-                // Another thread put the same block meanwhile: keep theirs.
-                drop(pending);
-                fs::remove_file(&tmp).map_err(|e| Error::io("removing", &tmp, e))?;
-                return Ok(dedup);
+    }
+
+    /// Appends a pack record and indexes it (not yet durable); false if another put indexed the
+    /// same block meanwhile (this copy is then dead space).
+    fn append(&self, id: &BlockId, head: &[u8], tail: &[u8]) -> Result<bool> {
+        let record_len = (head.len() + tail.len()) as u64;
+        let (pack, file, offset) = self.reserve(record_len)?;
+        let written = file
+            .write_all_at(head, offset)
+            .and_then(|()| file.write_all_at(tail, offset + head.len() as u64));
+        if let Err(err) = written {
+            // Start a new pack: this one has a hole where the record should be.
+            let mut state = self.lock_state();
+            state.end_append(pack);
+            if state.active.as_ref().is_some_and(|a| a.no == pack) {
+                state.active = None;
             }
-            pending.staged.insert(id, tmp);
-            pending.queue.push(id);
-            pending.queued_size += encoded.len() as u64;
-            if pending.batch_ready() {
-                self.work.notify_one();
+            return Err(Error::io("writing", self.pack_path(pack), err));
+        }
+        let too_big = || {
+            Error::io(
+                "writing",
+                self.pack_path(pack),
+                std::io::Error::other("pack offset out of range"),
+            )
+        };
+        let loc = Loc {
+            pack,
+            offset: u32::try_from(offset + RECORD_HEADER_LEN).map_err(|_| too_big())?,
+            len: u32::try_from(record_len - RECORD_HEADER_LEN).map_err(|_| too_big())?,
+            stored_s: now_s(),
+            durable: false,
+        };
+        let mut state = self.lock_state();
+        state.end_append(pack);
+        state.dirty_packs.entry(pack).or_insert(file);
+        state.unlogged_bytes += record_len;
+        if state.index.contains_key(id) {
+            return Ok(false);
+        }
+        state.index.insert(*id, loc);
+        state.add_live(pack, loc.record_len());
+        state.unlogged.push((*id, Some(loc)));
+        if state.batch_ready() {
+            self.work.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// Reserves `len` bytes at the end of the active pack, starting a new pack when it is full.
+    fn reserve(&self, len: u64) -> Result<(u32, Arc<File>, u64)> {
+        let mut state = self.lock_state();
+        let magic = PACK_MAGIC.len() as u64;
+        let full = |a: &Active| a.size > magic && a.size + len > PACK_SIZE_TARGET;
+        if state.active.as_ref().is_none_or(full) {
+            let no = state.next_pack;
+            let path = self.pack_path(no);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .and_then(|file| file.write_all_at(PACK_MAGIC, 0).map(|()| file))
+                .map_err(|e| Error::io("creating", &path, e))?;
+            state.next_pack = no + 1;
+            state.new_packs = true;
+            state.packs.insert(
+                no,
+                PackStats {
+                    size: magic,
+                    live: 0,
+                },
+            );
+            state.active = Some(Active {
+                no,
+                file: Arc::new(file),
+                size: magic,
+            });
+        }
+        let Some(active) = state.active.as_mut() else {
+            return Err(Error::io(
+                "writing",
+                &self.packs_dir,
+                std::io::Error::other("no active pack"),
+            ));
+        };
+        let offset = active.size;
+        active.size += len;
+        let reserved = (active.no, Arc::clone(&active.file), offset);
+        *state.appending.entry(reserved.0).or_default() += 1;
+        if let Some(stats) = state.packs.get_mut(&reserved.0) {
+            stats.size += len;
+        }
+        Ok(reserved)
+    }
+
+    /// Makes every block appended so far durable: syncs the packs written to, then appends their
+    /// index records to the log and syncs it.
+    fn flush(&self) -> Result<()> {
+        let mut log = self.lock_log();
+        self.flush_locked(&mut log)
+    }
+
+    fn flush_locked(&self, log: &mut Log) -> Result<()> {
+        let (entries, packs, new_packs) = {
+            let mut state = self.lock_state();
+            if state.unlogged.is_empty() && state.dirty_packs.is_empty() {
+                return Ok(());
+            }
+            state.unlogged_bytes = 0;
+            (
+                std::mem::take(&mut state.unlogged),
+                std::mem::take(&mut state.dirty_packs),
+                std::mem::replace(&mut state.new_packs, false),
+            )
+        };
+        let result = self.write_batch(log, &entries, &packs, new_packs);
+        let mut state = self.lock_state();
+        match &result {
+            Ok(()) => {
+                for (id, loc) in &entries {
+                    if let Some(loc) = loc
+                        && let Some(indexed) = state.index.get_mut(id)
+                        && indexed.same_place(loc)
+                    {
+                        indexed.durable = true;
+                    }
+                }
+                state.error = None;
+            }
+            // Everything goes back, in order, for the next flush.
+            Err(_) => {
+                let mut back = entries;
+                back.append(&mut state.unlogged);
+                state.unlogged = back;
+                for (no, file) in packs {
+                    state.dirty_packs.entry(no).or_insert(file);
+                }
+                state.new_packs |= new_packs;
             }
         }
-        Ok(Put {
-            id,
-            size,
-            new: true,
-            stored_size: encoded.len() as u64,
+        self.done.notify_all();
+        result
+    }
+
+    fn write_batch(
+        &self,
+        log: &mut Log,
+        entries: &[(BlockId, Option<Loc>)],
+        packs: &HashMap<u32, Arc<File>>,
+        new_packs: bool,
+    ) -> Result<()> {
+        for (no, file) in packs {
+            file.sync_data()
+                .map_err(|e| Error::io("syncing", self.pack_path(*no), e))?;
+        }
+        if new_packs {
+            sync_dir(&self.packs_dir)?;
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(entries.len() * LOG_RECORD_LEN);
+        for (id, loc) in entries {
+            bytes.extend_from_slice(&encode_log_record(id, loc.as_ref()));
+        }
+        // Written at the end of the valid records: a failed write is overwritten by the retry.
+        log.file
+            .write_all_at(&bytes, log.len)
+            .and_then(|()| log.file.sync_data())
+            .map_err(|e| Error::io("writing", &log.path, e))?;
+        log.len += bytes.len() as u64;
+        log.records += entries.len() as u64;
+        Ok(())
+    }
+
+    fn reader(&self, no: u32) -> std::io::Result<Arc<File>> {
+        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(file) = readers.get(&no) {
+            return Ok(Arc::clone(file));
+        }
+        let file = Arc::new(File::open(self.pack_path(no))?);
+        if readers.len() >= OPEN_PACKS_MAX {
+            readers.clear();
+        }
+        readers.insert(no, Arc::clone(&file));
+        Ok(file)
+    }
+
+    fn read_stored(&self, id: &BlockId) -> Result<Vec<u8>> {
+        // A compaction may move the block between the lookup and the read.
+        for _ in 0..3 {
+            let Some(loc) = self.lock_state().index.get(id).copied() else {
+                break;
+            };
+            let mut stored = vec![0u8; loc.len as usize];
+            let read = self
+                .reader(loc.pack)
+                .and_then(|file| file.read_exact_at(&mut stored, u64::from(loc.offset)));
+            match read {
+                Ok(()) => return Ok(stored),
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) if err.kind() == ErrorKind::UnexpectedEof => {
+                    return Err(Error::BlockCorrupt {
+                        id: *id,
+                        actual: BlockId::of(&[]),
+                    });
+                }
+                Err(err) => return Err(Error::io("reading", self.pack_path(loc.pack), err)),
+            }
+        }
+        if !self.legacy {
+            return Err(Error::BlockMissing(*id));
+        }
+        let path = self.legacy_path(id);
+        fs::read(&path).map_err(|err| match err.kind() {
+            ErrorKind::NotFound => Error::BlockMissing(*id),
+            _ => Error::io("reading", path, err),
         })
     }
 
-    fn touch(&self, id: &BlockId) -> Result<()> {
-        let path = self.block_path(id);
-        let touched = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|file| file.set_modified(std::time::SystemTime::now()));
-        match touched {
-            Ok(()) => Ok(()),
-            // Deleted meanwhile by a collector: the caller's put must write it again.
-            Err(err) => Err(Error::io("touching", path, err)),
-        }
-    }
-
-    fn final_exists(&self, id: &BlockId) -> Result<bool> {
-        let path = self.block_path(id);
+    fn legacy_exists(&self, id: &BlockId) -> Result<bool> {
+        let path = self.legacy_path(id);
         match fs::symlink_metadata(&path) {
             Ok(_) => Ok(true),
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
@@ -355,96 +854,20 @@ impl Shared {
         }
     }
 
-    /// Flushes the queued blocks: one `syncfs` makes their contents durable, then they are
-    /// renamed into their shards (durable at the next `syncfs`, which [`BlockStore::sync`] does).
-    fn flush(&self) -> Result<()> {
-        let batch: Vec<(BlockId, PathBuf)> = {
-            let mut pending = self.lock_pending();
-            pending.queued_size = 0;
-            let queue = std::mem::take(&mut pending.queue);
-            let batch: Vec<_> = queue
-                .into_iter()
-                .filter_map(|id| pending.staged.get(&id).map(|tmp| (id, tmp.clone())))
-                .collect();
-            if batch.is_empty() {
-                return Ok(());
-            }
-            pending.in_flight += 1;
-            batch
-        };
-        let result = self.publish(&batch);
-        let mut pending = self.lock_pending();
-        pending.in_flight -= 1;
-        match &result {
-            Ok(()) => {
-                for (id, _) in &batch {
-                    pending.staged.remove(id);
-                }
-            }
-            // The blocks stay staged and go back in the queue for the next flush.
-            Err(_) => {
-                for (id, tmp) in &batch {
-                    if let Ok(meta) = fs::metadata(tmp) {
-                        pending.queued_size += meta.len();
-                        pending.queue.push(*id);
-                    }
-                }
-            }
-        }
-        self.done.notify_all();
-        result
+    fn touch_legacy(&self, id: &BlockId) -> Result<()> {
+        let path = self.legacy_path(id);
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(SystemTime::now()))
+            .map_err(|e| Error::io("touching", path, e))
     }
 
-    /// Makes a batch's contents durable, then renames each block into its shard.
-    fn publish(&self, batch: &[(BlockId, PathBuf)]) -> Result<()> {
-        self.sync_filesystem()?;
-        let mut shards = HashSet::new();
-        for (id, tmp) in batch {
-            let dest = self.block_path(id);
-            let shard = dest.parent().expect("a block path has a shard directory");
-            if !shards.contains(shard) {
-                fs::create_dir_all(shard).map_err(|e| Error::io("creating", shard, e))?;
-                shards.insert(shard.to_path_buf());
-            }
-            match fs::rename(tmp, &dest) {
-                Ok(()) => {}
-                // A concurrent delete removed this pending block: nothing left to store.
-                Err(err)
-                    if err.kind() == ErrorKind::NotFound
-                        && !self.lock_pending().staged.contains_key(id) => {}
-                Err(err) => return Err(Error::io("renaming", tmp, err)),
-            }
-        }
-        self.renames_unsynced.store(true, Ordering::Release);
-        Ok(())
-    }
-
-    fn sync_filesystem(&self) -> Result<()> {
-        rustix::fs::syncfs(&self.root_dir)
-            .map_err(|e| Error::io("syncing the filesystem of", &self.root, e.into()))
-    }
-
-    fn read_block_file(&self, id: &BlockId) -> Result<Vec<u8>> {
-        let staged = self.lock_pending().staged.get(id).cloned();
-        if let Some(tmp) = staged {
-            match fs::read(&tmp) {
-                Ok(bytes) => return Ok(bytes),
-                // A flush renamed it meanwhile: read it from its final place.
-                Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => return Err(Error::io("reading", tmp, err)),
-            }
-        }
-        let path = self.block_path(id);
-        fs::read(&path).map_err(|err| match err.kind() {
-            ErrorKind::NotFound => Error::BlockMissing(*id),
-            _ => Error::io("reading", path, err),
-        })
-    }
-}
-
-impl Shared {
     fn has(&self, id: &BlockId) -> Result<bool> {
-        Ok(self.lock_pending().staged.contains_key(id) || self.final_exists(id)?)
+        if self.lock_state().index.contains_key(id) {
+            return Ok(true);
+        }
+        Ok(self.legacy && self.legacy_exists(id)?)
     }
 
     fn put_many(&self, blocks: &[&[u8]]) -> Result<Vec<Put>> {
@@ -458,7 +881,7 @@ impl Shared {
     }
 
     fn get(&self, id: &BlockId) -> Result<Vec<u8>> {
-        let stored = self.read_block_file(id)?;
+        let stored = self.read_stored(id)?;
         let data = decode_block(id, &stored)?;
         let actual = BlockId::of(&data);
         if actual != *id {
@@ -468,35 +891,47 @@ impl Shared {
     }
 
     fn delete(&self, id: &BlockId) -> Result<bool> {
-        let staged = {
-            let mut pending = self.lock_pending();
-            pending.queue.retain(|queued| queued != id);
-            pending.staged.remove(id)
-        };
-        let was_staged = staged.is_some();
-        if let Some(tmp) = staged {
-            match fs::remove_file(&tmp) {
-                Ok(()) => return Ok(true),
-                // A flush renamed it meanwhile: remove it from its final place below.
-                Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => return Err(Error::io("removing", tmp, err)),
+        let removed = {
+            let mut state = self.lock_state();
+            match state.index.remove(id) {
+                Some(loc) => {
+                    state.remove_live(loc.pack, loc.record_len());
+                    state.unlogged.push((*id, None));
+                    true
+                }
+                None => false,
             }
+        };
+        if !self.legacy {
+            return Ok(removed);
         }
-        let path = self.block_path(id);
+        let path = self.legacy_path(id);
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(was_staged),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(removed),
             Err(err) => Err(Error::io("removing", path, err)),
         }
     }
 
     fn list(&self) -> Result<Vec<BlockId>> {
-        let mut ids: Vec<BlockId> = self.lock_pending().staged.keys().copied().collect();
+        let mut ids: Vec<BlockId> = self.lock_state().index.keys().copied().collect();
+        if self.legacy {
+            self.list_legacy(&mut ids)?;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    fn list_legacy(&self, ids: &mut Vec<BlockId>) -> Result<()> {
         let read = |dir: &Path| fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e));
-        for shard in read(&self.blocks_dir)? {
+        for shard in read(&self.legacy_dir)? {
             let shard = shard
-                .map_err(|e| Error::io("listing", &self.blocks_dir, e))?
+                .map_err(|e| Error::io("listing", &self.legacy_dir, e))?
                 .path();
+            if !shard.is_dir() {
+                continue;
+            }
             for entry in read(&shard)? {
                 let path = entry.map_err(|e| Error::io("listing", &shard, e))?.path();
                 let name = path
@@ -513,25 +948,133 @@ impl Shared {
                 ids.push(id);
             }
         }
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
+        Ok(())
     }
 
     fn sync(&self) -> Result<()> {
-        drop(self.wait_idle());
+        self.flush()
+    }
+
+    fn compact(&self) -> Result<CompactReport> {
+        let magic = PACK_MAGIC.len() as u64;
+        let mostly_dead = |stats: &PackStats| 2 * stats.live < stats.size.saturating_sub(magic);
+        // Tombstones first: a pack is removed only once nothing durable points into it.
         self.flush()?;
-        // A batch the flusher took before this call may still be on its way.
-        if let Some(err) = self.wait_idle().error.take() {
-            return Err(err);
+        let victims: Vec<u32> = self
+            .lock_state()
+            .packs
+            .iter()
+            .filter(|(_, stats)| mostly_dead(stats))
+            .map(|(no, _)| *no)
+            .collect();
+        let mut report = CompactReport::default();
+        // One pack at a time, so flushes (and the commits waiting on them) wait for one pack's
+        // copy at most.
+        for no in victims {
+            let mut log = self.lock_log();
+            self.flush_locked(&mut log)?;
+            {
+                let mut state = self.lock_state();
+                // A pack with appends under way is left for the next compaction; the active pack,
+                // once chosen, takes no new appends.
+                if !state.packs.get(&no).is_some_and(mostly_dead)
+                    || state.appending.contains_key(&no)
+                {
+                    continue;
+                }
+                if state.active.as_ref().is_some_and(|a| a.no == no) {
+                    state.active = None;
+                }
+            }
+            report.blocks_moved += self.move_live_blocks(no)?;
+            self.flush_locked(&mut log)?;
+            let path = self.pack_path(no);
+            let size = {
+                let mut state = self.lock_state();
+                if state.index.values().any(|loc| loc.pack == no) {
+                    // Indexed again since (cannot happen while the log is held); keep it.
+                    continue;
+                }
+                state.packs.remove(&no).map_or(0, |stats| stats.size)
+            };
+            self.readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&no);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io("removing", &path, err)),
+            }
+            report.packs += 1;
+            report.bytes_reclaimed += size;
         }
-        if self.renames_unsynced.swap(false, Ordering::AcqRel)
-            && let Err(err) = self.sync_filesystem()
-        {
-            self.renames_unsynced.store(true, Ordering::Release);
-            return Err(err);
+        if report.packs > 0 {
+            sync_dir(&self.packs_dir)?;
         }
-        Ok(())
+        let mut log = self.lock_log();
+        let state = self.lock_state();
+        if log.records > 2 * state.index.len() as u64 + 4096 {
+            rewrite_log(&mut log, &state.index)?;
+        }
+        Ok(report)
+    }
+
+    /// Copies the live blocks of pack `no` to the active pack and points the index at the copies
+    /// (durable at the next flush); returns how many moved.
+    fn move_live_blocks(&self, no: u32) -> Result<u64> {
+        let moving: Vec<(BlockId, Loc)> = self
+            .lock_state()
+            .index
+            .iter()
+            .filter(|(_, loc)| loc.pack == no)
+            .map(|(id, loc)| (*id, *loc))
+            .collect();
+        let mut moved = 0;
+        for (id, old) in moving {
+            let mut record = Vec::with_capacity(old.record_len() as usize);
+            record.extend_from_slice(&old.len.to_le_bytes());
+            record.extend_from_slice(id.as_bytes());
+            record.resize(old.record_len() as usize, 0);
+            self.reader(old.pack)
+                .and_then(|file| {
+                    file.read_exact_at(
+                        &mut record[RECORD_HEADER_LEN as usize..],
+                        u64::from(old.offset),
+                    )
+                })
+                .map_err(|e| Error::io("reading", self.pack_path(old.pack), e))?;
+            let (pack, file, offset) = self.reserve(record.len() as u64)?;
+            let written = file.write_all_at(&record, offset);
+            let mut state = self.lock_state();
+            state.end_append(pack);
+            if let Err(err) = written {
+                if state.active.as_ref().is_some_and(|a| a.no == pack) {
+                    state.active = None;
+                }
+                return Err(Error::io("writing", self.pack_path(pack), err));
+            }
+            state.dirty_packs.entry(pack).or_insert(file);
+            // Deleted or replaced meanwhile: the copy is dead space.
+            let Some(indexed) = state.index.get_mut(&id) else {
+                continue;
+            };
+            if !indexed.same_place(&old) {
+                continue;
+            }
+            let new = Loc {
+                pack,
+                offset: u32::try_from(offset + RECORD_HEADER_LEN).unwrap_or(u32::MAX),
+                durable: false,
+                ..old
+            };
+            *indexed = new;
+            state.remove_live(old.pack, old.record_len());
+            state.add_live(pack, new.record_len());
+            state.unlogged.push((id, Some(new)));
+            moved += 1;
+        }
+        Ok(moved)
     }
 }
 
@@ -563,34 +1106,16 @@ impl BlockStore for FsBlockStore {
 
 impl Drop for FsBlockStore {
     fn drop(&mut self) {
-        self.shared.lock_pending().shutdown = true;
+        self.shared.lock_state().shutdown = true;
         self.shared.work.notify_all();
+        self.shared.done.notify_all();
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
         }
-        // Best effort: callers that need durability call `sync` and see its errors. Anything
-        // left in tmp/ is unreferenced and is removed at the next open.
+        // Best effort: callers that need durability call `sync` and see its errors. Blocks not
+        // made durable are dead space in their pack, dropped at the next compaction.
         let _ = self.shared.sync();
     }
-}
-
-/// Removes everything below `dir`, keeping `dir` itself.
-fn remove_tree_contents(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
-        let path = entry.path();
-        let is_dir = entry
-            .file_type()
-            .map_err(|e| Error::io("listing", &path, e))?
-            .is_dir();
-        let removed = if is_dir {
-            fs::remove_dir_all(&path)
-        } else {
-            fs::remove_file(&path)
-        };
-        removed.map_err(|e| Error::io("removing", &path, e))?;
-    }
-    Ok(())
 }
 
 thread_local! {
@@ -609,22 +1134,31 @@ fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
-/// The stored form of a block: a header byte and the payload, compressed where it pays.
-fn encode_block(data: &[u8], compression: Compression) -> Vec<u8> {
-    if let Compression::Zstd { level } = compression
-        && worth_compressing(data, level)
-        && let Some(packed) = compress(data, level)
-        && packed.len() + packed.len() / 15 < data.len()
-    {
-        let mut out = Vec::with_capacity(packed.len() + 1);
-        out.push(HEADER_ZSTD);
-        out.extend_from_slice(&packed);
-        return out;
+/// A block's pack record: its stored length (u32 LE), its id, then its stored form (a header
+/// byte and the payload, compressed where it pays). Returns the record and whether the block
+/// itself must follow it (stored raw: not copied here, written straight from the caller's bytes).
+fn encode_record(id: &BlockId, data: &[u8], compression: Compression) -> (Vec<u8>, bool) {
+    let packed = match compression {
+        Compression::Zstd { level } if worth_compressing(data, level) => {
+            compress(data, level).filter(|packed| packed.len() + packed.len() / 15 < data.len())
+        }
+        _ => None,
+    };
+    let (header, payload) = match &packed {
+        Some(packed) => (HEADER_ZSTD, packed.as_slice()),
+        None => (HEADER_RAW, data),
+    };
+    let stored_len = u32::try_from(payload.len() + 1).unwrap_or(u32::MAX);
+    let raw = packed.is_none();
+    let mut out =
+        Vec::with_capacity(RECORD_HEADER_LEN as usize + 1 + if raw { 0 } else { payload.len() });
+    out.extend_from_slice(&stored_len.to_le_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out.push(header);
+    if !raw {
+        out.extend_from_slice(payload);
     }
-    let mut out = Vec::with_capacity(data.len() + 1);
-    out.push(HEADER_RAW);
-    out.extend_from_slice(data);
-    out
+    (out, raw)
 }
 
 /// Compresses a sample from the middle of a large block; already-compressed data (media,
@@ -653,16 +1187,6 @@ fn decode_block(id: &BlockId, stored: &[u8]) -> Result<Vec<u8>> {
         }
         header => Err(Error::BlockFormat { id: *id, header }),
     }
-}
-
-fn write_new_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Error::io("creating", path, e))?;
-    file.write_all(bytes)
-        .map_err(|e| Error::io("writing", path, e))
 }
 
 #[cfg(test)]

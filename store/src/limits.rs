@@ -70,6 +70,12 @@ pub const PENDING_BLOCKS_MAX: usize = 512;
 /// Bytes written but not yet made durable before the store flushes them: 128 MiB.
 pub const PENDING_SIZE_MAX: u64 = 128 * 1024 * 1024;
 
+/// Size at which the local store starts a new pack file: 64 MiB.
+///
+/// Big enough that a terabyte is ~16,000 files, small enough that compacting a pack after
+/// deletions copies little.
+pub const PACK_SIZE_TARGET: u64 = 64 * 1024 * 1024;
+
 const _: () = assert!(CHUNK_BUFFER_SIZE >= 2 * (crate::chunk::CHUNK_SIZE_MAX_LIMIT as usize));
 const _: () = assert!(DIR_CHUNK_SIZE_MAX >= 4 * DIR_CHUNK_SIZE_MIN);
 const _: () = assert!(DIR_CHUNK_SIZE_MAX >= 2 * NAME_BYTES_MAX + 128);

@@ -380,17 +380,12 @@ async fn check_command_finds_corruption(engine: Engine) {
         String::from_utf8_lossy(&clean.stderr)
     );
     assert!(stdout.contains("; 0 problems"), "{stdout}");
-    // Damage one stored block: check must name it and fail.
-    let shard = std::fs::read_dir(dir.path().join("blocks/blocks"))
-        .expect("shards")
+    // Damage one stored block (the last byte of a pack is the last byte of its last block):
+    // check must name it and fail.
+    let block = std::fs::read_dir(dir.path().join("blocks/packs"))
+        .expect("packs")
         .next()
-        .expect("a shard")
-        .expect("entry")
-        .path();
-    let block = std::fs::read_dir(&shard)
-        .expect("blocks")
-        .next()
-        .expect("a block")
+        .expect("a pack")
         .expect("entry")
         .path();
     let mut stored = std::fs::read(&block).expect("read");

@@ -2,6 +2,8 @@
 
 use rand::{RngCore, SeedableRng, rngs::SmallRng};
 
+use std::collections::HashSet;
+
 use super::*;
 
 fn random_block(len: usize, seed: u64) -> Vec<u8> {
@@ -27,13 +29,16 @@ fn put_get_round_trip_and_dedup() {
     assert_eq!(again.stored_size, 0);
     assert_eq!(store.get(&first.id).expect("get staged"), data);
     store.sync().expect("sync");
-    assert!(
-        store.block_path(&first.id).is_file(),
-        "sync moves blocks into their shard"
-    );
+    let (pack, _, len) = store.location(&first.id).expect("located");
+    assert!(pack.starts_with(dir.path().join("packs")), "{pack:?}");
+    assert_eq!(len, first.stored_size);
     assert_eq!(store.get(&first.id).expect("get synced"), data);
     assert_eq!(store.list().expect("list"), vec![first.id]);
     assert!(store.put(&data).map(|p| !p.new).expect("put after sync"));
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.get(&first.id).expect("get after reopen"), data);
+    assert_eq!(store.list().expect("list"), vec![first.id]);
 }
 
 #[test]
@@ -62,25 +67,32 @@ fn corrupt_block_is_an_error_never_data() {
     let data = random_block(5000, 3);
     let put = store.put(&data).expect("put");
     store.sync().expect("sync");
-    let path = store.block_path(&put.id);
-    let mut bytes = fs::read(&path).expect("read block file");
-    bytes[100] ^= 0x40;
-    fs::write(&path, &bytes).expect("damage block");
+    let (path, offset, len) = store.location(&put.id).expect("located");
+    let pack = fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open pack");
+    let damage = |at: u64, bytes: &[u8]| pack.write_all_at(bytes, offset + at).expect("damage");
+    let mut byte = [0u8; 1];
+    File::open(&path)
+        .and_then(|f| f.read_exact_at(&mut byte, offset + 100))
+        .expect("read");
+    damage(100, &[byte[0] ^ 0x40]);
     match store.get(&put.id) {
         Err(Error::BlockCorrupt { id, .. }) => assert_eq!(id, put.id),
         other => panic!("expected BlockCorrupt, got {other:?}"),
     }
-    fs::write(&path, [9u8, 1, 2]).expect("unknown header");
+    damage(0, &[9u8]);
     assert!(matches!(
         store.get(&put.id),
         Err(Error::BlockFormat { header: 9, .. })
     ));
-    fs::write(&path, [HEADER_ZSTD, 1, 2, 3]).expect("garbage zstd");
+    damage(0, &[HEADER_ZSTD, 1, 2, 3]);
     assert!(matches!(
         store.get(&put.id),
         Err(Error::BlockCorrupt { .. })
     ));
-    fs::write(&path, []).expect("empty file");
+    pack.set_len(offset + len / 2).expect("cut the pack short");
     assert!(matches!(
         store.get(&put.id),
         Err(Error::BlockCorrupt { .. })
@@ -152,8 +164,12 @@ fn many_small_blocks_flush_in_batches_and_survive_reopen() {
             .all(|b| b)
     );
     assert_eq!(
-        fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
-        0
+        fs::read_dir(dir.path().join("packs"))
+            .expect("packs")
+            .count(),
+        1,
+        "{} small blocks share one pack file",
+        ids.len()
     );
 }
 
@@ -169,16 +185,188 @@ fn second_process_cannot_open_the_same_store() {
 }
 
 #[test]
-fn leftover_temp_files_are_removed_at_open() {
+fn a_crash_loses_only_what_no_sync_covered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    drop(open(dir.path()));
+    let crashed = tempfile::tempdir().expect("tempdir");
+    let kept = random_block(70_000, 10);
+    let unsynced = random_block(70_000, 11);
+    {
+        let store = open(dir.path());
+        assert!(store.put(&kept).expect("put").new);
+        store.sync().expect("sync");
+        assert!(store.put(&unsynced).expect("put").new);
+        // The disk as a crash would leave it: the unsynced block's bytes may be in its pack,
+        // but its index record is not in the log.
+        for name in ["index.log", "packs"] {
+            let status = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(dir.path().join(name))
+                .arg(crashed.path())
+                .status()
+                .expect("cp");
+            assert!(status.success());
+        }
+    }
+    // A torn record at the end of the log, and a pack no record points at.
+    let log = crashed.path().join("index.log");
+    let before = fs::metadata(&log).expect("log").len();
+    let mut torn = fs::read(&log).expect("read log");
+    torn.extend_from_slice(&[7u8; LOG_RECORD_LEN / 2]);
+    fs::write(&log, torn).expect("tear");
+    let stray = crashed.path().join("packs").join(pack_name(0x99));
+    fs::write(&stray, b"CAIRNPK1 half a block").expect("stray pack");
+
+    let store = open(crashed.path());
+    assert_eq!(
+        fs::metadata(&log).expect("log").len(),
+        before,
+        "torn end cut off"
+    );
+    assert!(!stray.exists(), "a pack with no indexed block is removed");
+    assert_eq!(store.get(&BlockId::of(&kept)).expect("synced block"), kept);
+    assert!(!store.has(&BlockId::of(&unsynced)).expect("has"));
+    // The store goes on from there: new blocks are indexed after the cut.
+    let later = random_block(1000, 12);
+    assert!(store.put(&later).expect("put").new);
+    assert!(store.put(&unsynced).expect("put again").new);
+    store.sync().expect("sync");
+    drop(store);
+    let store = open(crashed.path());
+    let mut expected = vec![
+        BlockId::of(&kept),
+        BlockId::of(&later),
+        BlockId::of(&unsynced),
+    ];
+    expected.sort();
+    assert_eq!(store.list().expect("list"), expected);
+    for data in [&kept, &later, &unsynced] {
+        assert_eq!(&store.get(&BlockId::of(data)).expect("get"), data);
+    }
+}
+
+#[test]
+fn compaction_gives_back_deleted_space_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FsBlockStore::open(
+        dir.path(),
+        FsStoreOptions {
+            compression: Compression::None,
+        },
+    )
+    .expect("open");
+    let blocks: Vec<Vec<u8>> = (0..100).map(|seed| random_block(50_000, seed)).collect();
+    let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+    store.put_many(&refs).expect("put many");
+    store.sync().expect("sync");
+    let packs_size = || -> u64 {
+        fs::read_dir(dir.path().join("packs"))
+            .expect("packs")
+            .map(|e| e.expect("entry").metadata().expect("meta").len())
+            .sum()
+    };
+    let full = packs_size();
+    assert!(full > 100 * 50_000, "{full}");
+    assert_eq!(
+        store.compact().expect("compact"),
+        CompactReport::default(),
+        "nothing dead, nothing to do"
+    );
+    for data in &blocks[..80] {
+        assert!(store.delete(&BlockId::of(data)).expect("delete"));
+    }
+    let report = store.compact().expect("compact");
+    assert_eq!(report.packs, 1);
+    assert_eq!(report.blocks_moved, 20);
+    assert!(report.bytes_reclaimed >= full, "{report:?}");
+    assert!(packs_size() < full / 4, "{} of {full}", packs_size());
+    let check = |store: &FsBlockStore| {
+        for (i, data) in blocks.iter().enumerate() {
+            let id = BlockId::of(data);
+            if i < 80 {
+                assert!(!store.has(&id).expect("has"), "block {i} was deleted");
+            } else {
+                assert_eq!(&store.get(&id).expect("kept block"), data);
+            }
+        }
+        assert_eq!(store.list().expect("list").len(), 20);
+    };
+    check(&store);
+    drop(store);
+    let store = open(dir.path());
+    check(&store);
+}
+
+/// Random puts, deletes, syncs, compactions and reopens against a model of what the store
+/// must hold.
+#[test]
+fn random_operations_match_a_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = SmallRng::seed_from_u64(42);
+    let pool: Vec<Vec<u8>> = (0..40)
+        .map(|seed| random_block(1 + (seed as usize * 7919) % 90_000, 100 + seed))
+        .collect();
+    let mut store = open(dir.path());
+    let mut model: HashSet<usize> = HashSet::new();
+    for step in 0..400 {
+        let pick = (rng.next_u32() as usize) % pool.len();
+        match rng.next_u32() % 10 {
+            0..=4 => {
+                let put = store.put(&pool[pick]).expect("put");
+                assert_eq!(put.new, model.insert(pick), "step {step}: put {pick}");
+            }
+            5 | 6 => {
+                let deleted = store.delete(&BlockId::of(&pool[pick])).expect("delete");
+                assert_eq!(deleted, model.remove(&pick), "step {step}: delete {pick}");
+            }
+            7 => store.sync().expect("sync"),
+            8 => {
+                store.compact().expect("compact");
+            }
+            _ => {
+                store.sync().expect("sync");
+                drop(store);
+                store = open(dir.path());
+            }
+        }
+        let id = BlockId::of(&pool[pick]);
+        if model.contains(&pick) {
+            assert_eq!(store.get(&id).expect("get"), pool[pick], "step {step}");
+        } else {
+            assert!(matches!(store.get(&id), Err(Error::BlockMissing(_))));
+        }
+    }
+    let mut expected: Vec<BlockId> = model.iter().map(|i| BlockId::of(&pool[*i])).collect();
+    expected.sort();
+    assert_eq!(store.list().expect("list"), expected);
+}
+
+#[test]
+fn blocks_of_the_one_file_per_block_layout_are_still_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = b"stored by an older Cairn".to_vec();
+    let id = BlockId::of(&data);
+    let hex = id.to_string();
+    let shard = dir.path().join("blocks").join(&hex[..2]);
+    fs::create_dir_all(&shard).expect("mkdir");
+    let mut stored = vec![HEADER_RAW];
+    stored.extend_from_slice(&data);
+    fs::write(shard.join(&hex), stored).expect("write legacy block");
     fs::create_dir_all(dir.path().join("tmp/ab")).expect("mkdir");
     fs::write(dir.path().join("tmp/ab/leftover.0"), b"half a block").expect("write");
-    fs::write(dir.path().join("tmp/leftover.1"), b"half a block").expect("write");
+
     let store = open(dir.path());
-    assert_eq!(
-        fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
-        0
+    assert!(
+        !dir.path().join("tmp").exists(),
+        "old temp files are removed"
     );
-    assert!(store.list().expect("list").is_empty());
+    assert!(store.has(&id).expect("has"));
+    assert_eq!(store.get(&id).expect("get"), data);
+    assert_eq!(store.list().expect("list"), vec![id]);
+    assert!(store.modified(&id).expect("modified").is_some());
+    assert!(
+        !store.put(&data).expect("put").new,
+        "deduplicated against it"
+    );
+    assert!(store.delete(&id).expect("delete"));
+    assert!(!store.has(&id).expect("has"));
 }

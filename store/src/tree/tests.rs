@@ -1,6 +1,6 @@
 //! Tree building and fsck against real directories.
 
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{FileExt, symlink};
 
 use super::*;
 use crate::dir::read_dir;
@@ -173,11 +173,17 @@ fn fsck_finds_missing_corrupt_and_stray_blocks() {
         panic!("not a file")
     };
     let damaged = big.blocks()[0].id;
-    let path = store.block_path(&damaged);
-    let mut bytes = fs::read(&path).expect("read");
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    fs::write(&path, bytes).expect("damage");
+    let (path, offset, len) = store.location(&damaged).expect("located");
+    let pack = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open pack");
+    let mut last = [0u8; 1];
+    pack.read_exact_at(&mut last, offset + len - 1)
+        .expect("read");
+    pack.write_all_at(&[last[0] ^ 1], offset + len - 1)
+        .expect("damage");
     let Node::File(small) = store.get_node(&root[0].child).expect("node") else {
         panic!("not a file")
     };
