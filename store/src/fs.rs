@@ -358,24 +358,48 @@ impl FsBlockStore {
 /// Reads the index log (cutting off a torn end) and the pack directory; removes packs with no
 /// live block.
 fn load_index(log_path: &Path, packs_dir: &Path) -> Result<(Log, State)> {
-    let bytes = match fs::read(log_path) {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == ErrorKind::NotFound => Vec::new(),
+    let (bytes, log_existed) = match fs::read(log_path) {
+        Ok(bytes) => (bytes, true),
+        Err(err) if err.kind() == ErrorKind::NotFound => (Vec::new(), false),
         Err(err) => return Err(Error::io("reading", log_path, err)),
+    };
+    let refuse = |why: String| {
+        Error::io(
+            "opening",
+            log_path,
+            std::io::Error::new(
+                ErrorKind::InvalidData,
+                format!("{why}; the store is left untouched: restore the file from a backup"),
+            ),
+        )
     };
     let mut state = State::default();
     let mut valid = 0usize;
     let mut records = 0u64;
-    for record in bytes.chunks_exact(LOG_RECORD_LEN) {
-        let Some((id, loc)) = decode_log_record(record) else {
-            break;
-        };
-        match loc {
-            Some(loc) => state.index.insert(id, loc),
-            None => state.index.remove(&id),
-        };
-        valid += LOG_RECORD_LEN;
-        records += 1;
+    // Damaged records at the end are a crash's torn last batch (never acknowledged by a sync):
+    // cut off. A damaged record with valid ones after it is damage at rest: refused, because
+    // going on would drop every block indexed after it.
+    let mut damaged_at = None;
+    for (i, record) in bytes.chunks_exact(LOG_RECORD_LEN).enumerate() {
+        match (decode_log_record(record), damaged_at) {
+            (None, _) => {
+                damaged_at.get_or_insert(i);
+            }
+            (Some(_), Some(first)) => {
+                return Err(refuse(format!(
+                    "the index log is damaged at record {first} of {}",
+                    bytes.len() / LOG_RECORD_LEN
+                )));
+            }
+            (Some((id, loc)), None) => {
+                match loc {
+                    Some(loc) => state.index.insert(id, loc),
+                    None => state.index.remove(&id),
+                };
+                valid += LOG_RECORD_LEN;
+                records += 1;
+            }
+        }
     }
     for entry in fs::read_dir(packs_dir).map_err(|e| Error::io("listing", packs_dir, e))? {
         let entry = entry.map_err(|e| Error::io("listing", packs_dir, e))?;
@@ -392,6 +416,14 @@ fn load_index(log_path: &Path, packs_dir: &Path) -> Result<(Log, State)> {
             .map_err(|e| Error::io("reading metadata of", entry.path(), e))?
             .len();
         state.packs.insert(no, PackStats { size, live: 0 });
+    }
+    // The log is created with the first pack: without it, every block would look unindexed.
+    if !log_existed && !state.packs.is_empty() {
+        return Err(refuse(format!(
+            "the index log is missing while {} holds {} pack files",
+            packs_dir.display(),
+            state.packs.len()
+        )));
     }
     // Records pointing at a pack that is gone cannot be read: they were compacted away by a
     // run that crashed before its tombstones were durable, so they were dead already.

@@ -245,6 +245,46 @@ fn a_crash_loses_only_what_no_sync_covered() {
 }
 
 #[test]
+fn a_damaged_or_missing_index_log_is_refused_not_repaired_by_dropping_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        for seed in 0..3 {
+            store.put(&random_block(1000, seed)).expect("put");
+            store.sync().expect("sync");
+        }
+    }
+    let log = dir.path().join("index.log");
+    let good = fs::read(&log).expect("log");
+    assert_eq!(good.len(), 3 * LOG_RECORD_LEN);
+    let mut damaged = good.clone();
+    damaged[LOG_RECORD_LEN + 5] ^= 1;
+    fs::write(&log, &damaged).expect("damage");
+    let err = FsBlockStore::open(dir.path(), FsStoreOptions::DEFAULT).expect_err("refused");
+    assert!(
+        err.to_string().contains("damaged at record 1 of 3"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&log).expect("log"), damaged, "left untouched");
+    fs::remove_file(&log).expect("remove log");
+    let err = FsBlockStore::open(dir.path(), FsStoreOptions::DEFAULT).expect_err("refused");
+    assert!(err.to_string().contains("index log is missing"), "{err}");
+    assert_eq!(
+        fs::read_dir(dir.path().join("packs"))
+            .expect("packs")
+            .count(),
+        1,
+        "no pack removed"
+    );
+    // A damaged last record is a torn batch: cut off.
+    let mut torn = good.clone();
+    torn[2 * LOG_RECORD_LEN + 5] ^= 1;
+    fs::write(&log, &torn).expect("tear");
+    let store = open(dir.path());
+    assert_eq!(store.list().expect("list").len(), 2);
+}
+
+#[test]
 fn compaction_gives_back_deleted_space_and_keeps_the_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = FsBlockStore::open(
