@@ -53,30 +53,41 @@ struct Display {
 }
 
 impl Display {
+    /// Lets Xvfb pick a free display itself (`-displayfd`): picking one here by looking for
+    /// free sockets raced when the tests of this file started theirs at the same moment, and
+    /// two tests then shared one server that the first to finish killed.
     fn start() -> Display {
-        for n in 0..50 {
-            let number = 90 + (std::process::id() + n) % 400;
-            if Path::new(&format!("/tmp/.X11-unix/X{number}")).exists() {
-                continue;
+        use std::io::BufRead;
+        let mut child = Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1100x760x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb starts");
+        let mut line = String::new();
+        let read = child
+            .stdout
+            .take()
+            .map(|out| std::io::BufReader::new(out).read_line(&mut line));
+        match (read, line.trim().parse::<u32>()) {
+            (Some(Ok(_)), Ok(number)) => Display {
+                name: format!(":{number}"),
+                child,
+            },
+            _ => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("Xvfb did not report a display ({status:?})");
             }
-            let name = format!(":{number}");
-            let mut child = Command::new("Xvfb")
-                .args([&name, "-screen", "0", "1100x760x24", "-nolisten", "tcp"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("Xvfb starts");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if Path::new(&format!("/tmp/.X11-unix/X{number}")).exists() {
-                    return Display { name, child };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
         }
-        panic!("no Xvfb display could be started");
     }
 }
 
@@ -156,7 +167,14 @@ impl App {
                 return id;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("cairn-desktop exited before showing its window: {status}");
+                let mut err = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+                }
+                panic!(
+                    "cairn-desktop exited before showing its window: {status}: {}",
+                    err.trim()
+                );
             }
             assert!(Instant::now() < deadline, "no Cairn window within 30 s");
             std::thread::sleep(Duration::from_millis(200));
