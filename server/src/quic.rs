@@ -120,7 +120,7 @@ pub fn bind(addr: SocketAddr, tls: &TlsMaterial) -> Result<quinn::Endpoint, Stri
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(crypto).map_err(|e| e.to_string())?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
+    let mut transport = cairn_protocol::stream::transport();
     transport.max_concurrent_bidi_streams(STREAMS_MAX.into());
     transport.max_concurrent_uni_streams(0u8.into());
     transport.max_idle_timeout(Some(

@@ -129,6 +129,10 @@ struct Shared {
     log: Mutex<Log>,
     /// Pack files open for reading.
     readers: Mutex<HashMap<u32, Arc<File>>>,
+    /// Held while a record is written. Writes to one pack serialize on its inode lock anyway,
+    /// where the kernel spins for them (a tenth of the server's CPU time in a 1 GiB upload);
+    /// waiting here sleeps instead.
+    writing: Mutex<()>,
     /// Held for the store's lifetime: a second process cannot open the same store.
     _lock: File,
     /// Signalled when a batch is ready to flush, or at shutdown.
@@ -289,6 +293,7 @@ impl FsBlockStore {
             state: Mutex::new(state),
             log: Mutex::new(log),
             readers: Mutex::new(HashMap::new()),
+            writing: Mutex::new(()),
             _lock: lock,
         });
         let worker = Arc::clone(&shared);
@@ -663,9 +668,11 @@ impl Shared {
     fn append(&self, id: &BlockId, head: &[u8], tail: &[u8]) -> Result<bool> {
         let record_len = (head.len() + tail.len()) as u64;
         let (pack, file, offset) = self.reserve(record_len)?;
-        let written = file
-            .write_all_at(head, offset)
-            .and_then(|()| file.write_all_at(tail, offset + head.len() as u64));
+        let written = {
+            let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+            file.write_all_at(head, offset)
+                .and_then(|()| file.write_all_at(tail, offset + head.len() as u64))
+        };
         if let Err(err) = written {
             // Start a new pack: this one has a hole where the record should be.
             let mut state = self.lock_state();
@@ -1077,7 +1084,10 @@ impl Shared {
                 })
                 .map_err(|e| Error::io("reading", self.pack_path(old.pack), e))?;
             let (pack, file, offset) = self.reserve(record.len() as u64)?;
-            let written = file.write_all_at(&record, offset);
+            let written = {
+                let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+                file.write_all_at(&record, offset)
+            };
             let mut state = self.lock_state();
             state.end_append(pack);
             if let Err(err) = written {
