@@ -89,8 +89,9 @@ pub enum Fault {
     /// The request `n` requests from now is sent and fully answered, then the connection drops
     /// before the client takes the answer: the server did it, the client cannot know.
     LoseAnswer(u64),
-    /// As [`Fault::LoseAnswer`], for the next request of this kind (`commit`, `put_blocks`…, as
-    /// [`Request::name`] calls them).
+    /// As [`Fault::LoseAnswer`], for the next request of this kind: the name of the
+    /// [`Remote`] method that sends it (`commit`, `put_blocks`, `put_nodes`, `lacking`,
+    /// `lacking_nodes`…), so a test can aim at file blocks or at tree nodes.
     LoseAnswerTo(&'static str),
 }
 
@@ -166,7 +167,7 @@ impl Remote {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .map_err(|e| fail(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
+        let mut transport = cairn_protocol::stream::transport();
         transport.keep_alive_interval(Some(std::time::Duration::from_secs(15)));
         config.transport_config(Arc::new(transport));
         let bind: SocketAddr = if addr.is_ipv6() {
@@ -276,19 +277,27 @@ impl Remote {
         request: &Request,
         frames: &[Vec<u8>],
     ) -> Result<(Response, quinn::RecvStream), RemoteError> {
-        let fault = self.fault_at(
-            self.link.calls.fetch_add(1, Ordering::SeqCst),
-            request.name(),
-        );
+        self.call_as(request.name(), request, frames).await
+    }
+
+    /// [`Remote::call`], with `name` as the request's name for faults and the request hook
+    /// (node uploads and lookups travel as block requests but are named apart).
+    async fn call_as(
+        &self,
+        name: &'static str,
+        request: &Request,
+        frames: &[Vec<u8>],
+    ) -> Result<(Response, quinn::RecvStream), RemoteError> {
+        let fault = self.fault_at(self.link.calls.fetch_add(1, Ordering::SeqCst), name);
         if fault.is_some() {
-            tracing::debug!(?fault, request = request.name(), "injected fault");
+            tracing::debug!(?fault, request = name, "injected fault");
         }
         if let Some(Fault::DropBefore(_)) = fault {
             self.close();
         }
         let hook = self.link.hook.lock().ok().and_then(|h| h.clone());
         if let Some(RequestHook(hook)) = hook {
-            hook(request.name());
+            hook(name);
         }
         let (mut send, mut recv) = self
             .link
@@ -411,17 +420,34 @@ impl Remote {
     /// # Errors
     /// [`RemoteError`].
     pub async fn lacking(&self, ids: &[BlockId]) -> Result<Vec<usize>, RemoteError> {
+        self.lacking_as("lacking", ids).await
+    }
+
+    /// [`Remote::lacking`] for tree nodes (the same request, named `lacking_nodes` for
+    /// faults and the request hook).
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn lacking_nodes(&self, ids: &[BlockId]) -> Result<Vec<usize>, RemoteError> {
+        self.lacking_as("lacking_nodes", ids).await
+    }
+
+    async fn lacking_as(
+        &self,
+        name: &'static str,
+        ids: &[BlockId],
+    ) -> Result<Vec<usize>, RemoteError> {
         let request = Request::Lacking {
             folder: self.link.folder.clone(),
             ids: ids.to_vec(),
         };
-        match self.call(&request, &[]).await?.0 {
+        match self.call_as(name, &request, &[]).await?.0 {
             Response::Lacking { indices } => Ok(indices
                 .into_iter()
                 .map(|i| i as usize)
                 .filter(|i| *i < ids.len())
                 .collect()),
-            other => Err(unexpected("lacking", other)),
+            other => Err(unexpected(name, other)),
         }
     }
 
@@ -430,14 +456,31 @@ impl Remote {
     /// # Errors
     /// [`RemoteError`].
     pub async fn put_blocks(&self, blocks: &[Vec<u8>]) -> Result<Vec<BlockId>, RemoteError> {
+        self.put_as("put_blocks", blocks).await
+    }
+
+    /// [`Remote::put_blocks`] for encoded tree nodes (the same request, named `put_nodes` for
+    /// faults and the request hook).
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn put_nodes(&self, nodes: &[Vec<u8>]) -> Result<Vec<BlockId>, RemoteError> {
+        self.put_as("put_nodes", nodes).await
+    }
+
+    async fn put_as(
+        &self,
+        name: &'static str,
+        blocks: &[Vec<u8>],
+    ) -> Result<Vec<BlockId>, RemoteError> {
         let started = Instant::now();
         let request = Request::PutBlocks {
             folder: self.link.folder.clone(),
             count: u32::try_from(blocks.len()).unwrap_or(u32::MAX),
         };
-        let ids = match self.call(&request, blocks).await?.0 {
+        let ids = match self.call_as(name, &request, blocks).await?.0 {
             Response::Stored { ids, .. } if ids.len() == blocks.len() => ids,
-            other => return Err(unexpected("put_blocks", other)),
+            other => return Err(unexpected(name, other)),
         };
         let bytes: usize = blocks.iter().map(Vec::len).sum();
         self.link.up.pace(started, bytes as u64).await;

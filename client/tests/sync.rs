@@ -490,3 +490,46 @@ async fn a_commit_whose_answer_was_lost_is_not_made_twice() {
     );
     assert_eq!(snapshot(&a.root), snapshot(&b.root));
 }
+
+/// More tree nodes than one upload request holds (5,000 files in 10 directories: two requests
+/// of file nodes, then the directories' and the root's). Connections dropped after the n-th
+/// request of successive passes (n = 0, 1, 2…) cut the upload at every point, node requests
+/// included, and each next pass goes on from what the server kept until one commits. (Had a
+/// directory node been stored without its children, the next pass would not descend into
+/// it and every commit would fail; nodes go up a level at a time for that reason. Requests
+/// run several at a time, so this test does not force that ordering on its own.)
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_connections_during_a_node_upload_resume_and_converge() {
+    let server = start_server(1 << 32).await;
+    let token = token(&server, "nodes").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    for i in 0..5000 {
+        a.write(
+            &format!("d{}/f{i:04}.txt", i % 10),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    let mut dropped = 0;
+    let mut done = None;
+    for n in 0..80 {
+        a.remote.inject_fault(Fault::LoseAnswer(n));
+        match a.try_sync().await {
+            Ok(summary) => {
+                done = Some(summary);
+                break;
+            }
+            Err(SyncError::Remote(_)) => {
+                dropped += 1;
+                a.reconnect(&server, &token).await;
+            }
+            Err(other) => panic!("pass after {dropped} dropped ones: {other}"),
+        }
+    }
+    let done = done.expect("a pass completes once the drops come late enough");
+    assert!(dropped >= 4, "the drops hit the upload: {dropped}");
+    assert!(done.seq > 0, "{done:?}");
+    b.sync().await;
+    assert_eq!(snapshot(&a.root), snapshot(&b.root));
+    assert_eq!(snapshot(&b.root).len(), 5000 + 10);
+}
