@@ -6,6 +6,9 @@ Usage: python3 benches/run_sync.py [--runs 3] [--data /var/tmp/cairn-sync-bench]
 Data: one 500 MiB file of random bytes and N small files (random sizes, 524 MiB in all).
 Per run, with a fresh server and fresh client state:
 - initial sync: `cairn sync start --once` on device A (upload) then on device B (download);
+  and, with a second server and fresh devices, both running as Syncthing's daemons do: B's
+  daemon (`cairn sync start`) and A's `--once` started together, timed until B's daemon reports
+  a pass in sync at A's last commit (A commits finished files during a long upload);
   rsync -a to an rsync daemon on loopback; restic backup into a fresh local repository;
   Syncthing (benches/syncthing_peer.py): two daemons on loopback sharing a copy of the data, timed
   from starting both until device B holds the whole folder.
@@ -144,17 +147,67 @@ def rsync_sent_bytes(stats):
     return 0
 
 
-def start_server(server_bin, scratch):
-    """A fresh server on loopback (data in scratch/server, 1 TiB quota), once it answers; (process, URL)."""
+def start_server(server_bin, scratch, name="server"):
+    """A fresh server on loopback (data in scratch/NAME, 1 TiB quota), once it answers; (process, URL)."""
     port = free_port()
     server = subprocess.Popen(
         [server_bin, "--listen", f"127.0.0.1:{port}", "--quic-listen", f"127.0.0.1:{free_port()}",
-         "--data-dir", os.path.join(scratch, "server"), "--quota", str(1 << 40)],
+         "--data-dir", os.path.join(scratch, name), "--quota", str(1 << 40)],
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     wait_for(url + "/health")
     return server, url
+
+
+def both_running(cairn_bin, env_a, env_b, source, dest, timeout=600):
+    """Device B's daemon (`cairn sync start`, no --once) and device A's `--once` started together,
+    as Syncthing's two daemons are; seconds until B's daemon reports a pass in sync at A's last
+    commit (or later). A commits the files it has finished during a long upload, so B downloads
+    while A still uploads. Returns (seconds, A's seconds)."""
+    with tempfile.TemporaryFile("w+") as b_out, tempfile.TemporaryFile("w+") as a_out:
+        start = time.perf_counter()
+        daemon = subprocess.Popen([cairn_bin, "--json", "sync", "start", "--folder", dest], env=env_b,
+                                  stdout=b_out, stderr=subprocess.DEVNULL, text=True)
+        try:
+            a = subprocess.Popen([cairn_bin, "--json", "sync", "start", "--folder", source, "--once"],
+                                 env=env_a, stdout=a_out, stderr=subprocess.PIPE, text=True)
+            target = None
+            a_seconds = None
+            offset = 0
+            pending = ""
+            seen = []  # B's passes in sync: (seq, when the line was read)
+            while True:
+                now = time.perf_counter() - start
+                if now > timeout:
+                    raise SystemExit("both running: device B did not catch up")
+                if target is None and a.poll() is not None:
+                    a_seconds = now
+                    if a.returncode != 0:
+                        raise SystemExit(f"both running: device A failed: {a.stderr.read().strip()}")
+                    a_out.seek(0)
+                    target = json.loads(a_out.read().strip().splitlines()[-1])["seq"]
+                if daemon.poll() is not None:
+                    raise SystemExit("both running: device B's daemon exited")
+                b_out.seek(offset)
+                chunk = b_out.read()
+                offset = b_out.tell()
+                lines = (pending + chunk).split("\n")
+                pending = lines.pop()
+                for line in lines:
+                    event = json.loads(line) if line.startswith("{") else {}
+                    if event.get("kind") == "missed":
+                        raise SystemExit("both running: device B's feed dropped lines")
+                    if event.get("kind") == "summary" and event.get("in_sync"):
+                        seen.append((event["seq"], now))
+                if target is not None:
+                    done = [when for seq, when in seen if seq >= target]
+                    if done:
+                        return done[0], a_seconds
+                time.sleep(0.01)
+        finally:
+            daemon.terminate()
+            daemon.wait()
 
 
 def median(values):
@@ -214,6 +267,23 @@ def main():
             record("cairn initial download peak RSS MiB (B)", rss_b)
             quiet, out, _ = timed(once(source), env=env_a)
             record("cairn no-change pass", quiet)
+            # Both devices running, as Syncthing's two daemons are: a second server, fresh devices.
+            server2, url2 = start_server(server_bin, scratch, "server-both")
+            try:
+                env_a2 = dict(os.environ, CAIRN_CONFIG_DIR=os.path.join(scratch, "a2"), CAIRN_PASSWORD=PASSWORD)
+                env_b2 = dict(os.environ, CAIRN_CONFIG_DIR=os.path.join(scratch, "b2"), CAIRN_PASSWORD=PASSWORD)
+                run([cairn_bin, "user", "register", "--server", url2, "--username", "bench", "--email", "b@example.com"], env=env_a2, capture_output=True)
+                run([cairn_bin, "user", "login", "--server", url2, "--username", "bench"], env=env_b2, capture_output=True)
+                dest_b2 = os.path.join(scratch, "device-b-both")
+                os.makedirs(dest_b2)
+                seconds, a_seconds = both_running(cairn_bin, env_a2, env_b2, source, dest_b2)
+                record("cairn initial A→B, both running", seconds)
+                record("cairn initial A done, both running", a_seconds)
+                same = subprocess.run(["diff", "-r", "-q", source, dest_b2], capture_output=True)
+                record("cairn both-running replicas identical", 1 if same.returncode == 0 else 0)
+            finally:
+                server2.terminate()
+                server2.wait()
             # rsync daemon and restic on the same data.
             rsync_dest = os.path.join(scratch, "rsync-dest")
             os.makedirs(rsync_dest)
@@ -289,6 +359,11 @@ def main():
         f"{m['rsync initial'] / m['cairn initial A→B']:.2f}×",
         lambda: f"{m['syncthing initial A→B']:.2f} (start-up {m['syncthing start-up']:.2f})",
         lambda: f"{m['syncthing initial A→B'] / m['cairn initial A→B']:.2f}×")
+    row("initial sync A→B, both running (s)",
+        f"{m['cairn initial A→B, both running']:.2f} (A done at {m['cairn initial A done, both running']:.2f})",
+        "", "", f"{m['rsync initial'] / m['cairn initial A→B, both running']:.2f}×",
+        lambda: f"{m['syncthing initial A→B']:.2f}",
+        lambda: f"{m['syncthing initial A→B'] / m['cairn initial A→B, both running']:.2f}×")
     row("incremental A→B (s)", f"{m['cairn incremental A→B']:.2f}", f"{m['rsync incremental']:.2f}",
         f"{m['restic backup incremental']:.2f}", f"{m['rsync incremental'] / m['cairn incremental A→B']:.2f}×",
         lambda: f"{m['syncthing incremental A→B']:.2f}",
@@ -305,6 +380,7 @@ def main():
     tally = lambda key: f"{sum(results.get(key, []))} of {len(results.get(key, []))}"
     row("replicas identical after incremental", tally("cairn replicas identical"), "", "", "",
         lambda: tally("syncthing replicas identical"))
+    row("replicas identical after initial, both running", tally("cairn both-running replicas identical"), "", "", "")
     if with_syncthing:
         print(f"\n{syncthing_peer.describe()}")
     print("\nRaw:", json.dumps(results))

@@ -14,8 +14,11 @@
 //!    the lacking check finds again on the next pass), then commit as compare-and-swap. A
 //!    stale head makes the pass start over from the new head (the merge base is unchanged, so
 //!    nothing is lost).
-//!    Blocks go in 8 MiB requests, several in flight, read in file order off the async threads;
-//!    the ids the server computes (it re-hashes everything) must be the ones the scan found.
+//!    Blocks go in 8 MiB requests, several in flight, smallest files first and each file's
+//!    blocks in order, read off the async threads; the ids the server computes (it re-hashes
+//!    everything) must be the ones the scan found. A long upload also commits the new and
+//!    changed files it has finished as it goes (early commits, [`Engine::set_checkpoints`]):
+//!    other devices get them while the rest travels, and a cut pass keeps them.
 //! 6. **Apply** the plan locally: downloads go to a temp file in the same directory, fsynced,
 //!    then renamed over the target, but only if the target is still what the scan saw
 //!    (otherwise the path is left for the next pass, which sees a conflict). Blocks the old
@@ -29,11 +32,13 @@
 //! Paths are confined to the folder: [`RelPath`] has no `..` or absolute forms, and every
 //! parent of a path written is checked to be a real directory, not a symlink.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
+use std::ops::Range;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cairn_protocol::diff::diff;
 use cairn_protocol::path::RelPath;
@@ -44,6 +49,7 @@ use cairn_store::edit::{Edit, edit_many};
 use cairn_store::node::{DirEntry, EntryKind, FileNode, Node, SymlinkNode};
 use cairn_store::{BlockId, BlockStore, NodeId, NodeStore, Put};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 
 use rayon::prelude::*;
 
@@ -80,6 +86,11 @@ pub const MASS_DELETE_FILES_MIN: usize = 100;
 /// Conflict losers one commit keeps in the history without copies (see
 /// [`Engine::set_conflict_copies`]); a pass with more makes copies instead.
 const KEPT_PER_COMMIT_MAX: usize = 256;
+
+/// A long upload commits the files it has finished (see [`Engine::set_checkpoints`]) this
+/// long after it began, then after a quarter of the time it has run, and so on: other devices
+/// see files within seconds, and an hours-long upload makes a few dozen commits, not thousands.
+pub const CHECKPOINT_FIRST: Duration = Duration::from_secs(1);
 
 /// Passes that may find a moved head before a pass gives up.
 const STALE_RETRIES_MAX: u32 = 5;
@@ -217,6 +228,8 @@ pub struct Engine {
     state: State,
     events: UnboundedSender<Event>,
     conflict_copies: bool,
+    /// When a long upload first commits what it has finished (None: only at its end).
+    checkpoints: Option<Duration>,
     clock: Clock,
     /// The filesystem's time just before the last scan began (see [`settle_scan_cache`]).
     scan_stamp: Option<i64>,
@@ -364,6 +377,7 @@ impl Engine {
             state,
             events,
             conflict_copies: true,
+            checkpoints: Some(CHECKPOINT_FIRST),
             clock: Box::new(crate::time::utc_now),
             scan_stamp: None,
             written: Vec::new(),
@@ -409,6 +423,15 @@ impl Engine {
     /// default) or only in the server's version history (see [`plan::PlanInput`]).
     pub fn set_conflict_copies(&mut self, copies: bool) {
         self.conflict_copies = copies;
+    }
+
+    /// When a long upload first commits the files it has finished, before its end (then again
+    /// after a quarter of the time it has run, and so on; [`CHECKPOINT_FIRST`] by default).
+    /// Such a commit holds new and changed files only (deletions, renames and kept conflict
+    /// losers wait for the pass's own commit), so other devices get them early and an
+    /// interrupted upload keeps them. `None` commits only at the end of the upload.
+    pub fn set_checkpoints(&mut self, first: Option<Duration>) {
+        self.checkpoints = first;
     }
 
     fn emit(&self, event: Event) {
@@ -555,6 +578,14 @@ impl Engine {
     /// # Errors
     /// As [`Engine::pass`].
     pub async fn backup(&mut self, remote: &Remote) -> Result<PassSummary, SyncError> {
+        // A backup is one snapshot: no early commits.
+        let checkpoints = self.checkpoints.take();
+        let result = self.backup_inner(remote).await;
+        self.checkpoints = checkpoints;
+        result
+    }
+
+    async fn backup_inner(&mut self, remote: &Remote) -> Result<PassSummary, SyncError> {
         self.emit(Event::Phase("scanning"));
         let local = self.scan().await?;
         let mut summary = PassSummary::default();
@@ -915,10 +946,12 @@ impl Engine {
         summary: &mut PassSummary,
     ) -> Result<(CommitResult, NodeId), SyncError> {
         let edits = self.remote_edits(planned)?;
+        let early = self.early_puts(planned, &edits);
         let nodes = Arc::clone(&self.nodes);
         let new_root = blocking(move || Ok(edit_many(nodes.as_ref(), &root, &edits)?)).await?;
-        // Data blocks of new file content, with where to read them locally, in file order (so
-        // reads are sequential).
+        // Data blocks of new file content, with where to read them locally, smallest files
+        // first (so most files reach the server, and other devices, soonest) and each file's
+        // blocks in order (so reads are sequential).
         let mut sources: Vec<(BlockId, RelPath, u64, u32)> = Vec::new();
         let mut listed: HashSet<BlockId> = HashSet::new();
         // Conflict losers kept in the history without a copy: still at their path locally.
@@ -927,11 +960,21 @@ impl Engine {
             .iter()
             .filter_map(|c| c.kept.as_ref().map(|e| (&c.path, e)))
             .collect();
-        let puts = planned.remote.iter().filter_map(|action| match action {
-            Action::Put { path, entry } => Some((path, entry)),
-            _ => None,
-        });
-        for (path, entry) in puts.chain(kept.iter().copied()) {
+        let mut puts: Vec<(usize, &RelPath, &Entry)> = planned
+            .remote
+            .iter()
+            .enumerate()
+            .filter_map(|(i, action)| match action {
+                Action::Put { path, entry } => Some((i, path, entry)),
+                _ => None,
+            })
+            .collect();
+        puts.sort_by_key(|(_, _, entry)| entry.size);
+        // The blocks of each put that may go in an early commit (by action), if it has a
+        // local source.
+        let mut blocks_of: HashMap<usize, Vec<BlockId>> = HashMap::new();
+        let kept_puts = kept.iter().map(|(path, entry)| (usize::MAX, *path, *entry));
+        for (action, path, entry) in puts.into_iter().chain(kept_puts) {
             if entry.kind == Kind::File {
                 let Node::File(file) = self.nodes.get_node(&entry.node)? else {
                     continue;
@@ -939,6 +982,9 @@ impl Engine {
                 let Some(source) = local_source(local, planned, path, entry) else {
                     continue;
                 };
+                if early.contains_key(&action) {
+                    blocks_of.insert(action, file.blocks().iter().map(|b| b.id).collect());
+                }
                 let mut offset = 0u64;
                 for block in file.blocks() {
                     if listed.insert(block.id) {
@@ -946,6 +992,8 @@ impl Engine {
                     }
                     offset += u64::from(block.len);
                 }
+            } else if early.contains_key(&action) {
+                blocks_of.insert(action, Vec::new());
             }
         }
         let ids: Vec<BlockId> = sources.iter().map(|s| s.0).collect();
@@ -955,13 +1003,38 @@ impl Engine {
         }
         let lacking: HashSet<BlockId> = lacking.into_iter().collect();
         sources.retain(|s| lacking.contains(&s.0));
+        // An early commit may hold a put once the sources before its last lacking block are
+        // stored.
+        let position: HashMap<BlockId, usize> =
+            sources.iter().enumerate().map(|(i, s)| (s.0, i)).collect();
+        let mut ready: Vec<Early> = early
+            .into_iter()
+            .filter_map(|(action, (path, edit))| {
+                let blocks = blocks_of.get(&action)?;
+                let after = blocks
+                    .iter()
+                    .filter_map(|id| position.get(id).map(|i| i + 1))
+                    .max()
+                    .unwrap_or(0);
+                Some(Early {
+                    action,
+                    path,
+                    after,
+                    edit,
+                })
+            })
+            .collect();
+        ready.sort_by_key(|e| (e.after, e.action));
         // The server checks a tree only when it is committed, so its nodes travel beside the
         // file blocks instead of after them.
         let mut roots = vec![new_root];
         roots.extend(kept.iter().map(|(_, e)| e.node));
-        tokio::try_join!(
-            self.upload_blocks(remote, sources, summary),
+        let (stored, watermark) = watch::channel(0usize);
+        let upload_end = sources.len();
+        let ((), (), (seq, early_done)) = tokio::try_join!(
+            self.upload_blocks(remote, sources, &stored, summary),
             self.upload_nodes(remote, roots),
+            self.checkpoint(remote, (seq, root), ready, watermark, upload_end),
         )?;
         let kept_versions: Vec<KeptVersion> = kept
             .iter()
@@ -971,10 +1044,14 @@ impl Engine {
             })
             .collect();
         let result = remote.commit_keeping(seq, new_root, &kept_versions).await?;
+        summary.uploaded += early_done.len() as u64;
         if let CommitResult::Committed(_) = result {
-            for action in &planned.remote {
+            for (i, action) in planned.remote.iter().enumerate() {
                 let (path, what) = match action {
                     Action::Put { path, entry } if entry.kind != Kind::Dir => {
+                        if early_done.contains(&i) {
+                            continue;
+                        }
                         summary.uploaded += 1;
                         (path, "uploaded")
                     }
@@ -991,6 +1068,113 @@ impl Engine {
             }
         }
         Ok((result, new_root))
+    }
+
+    /// The puts of `planned.remote` (by action) that an early commit may hold, with their
+    /// edits (`edits` is [`Engine::remote_edits`] of the same plan): files and symlinks whose
+    /// path, and every parent of it, the remote tree does not hold as the other kind (a
+    /// directory becoming a file, or the reverse, waits for the pass's own commit). Empty
+    /// when early commits are off.
+    fn early_puts(
+        &self,
+        planned: &plan::Plan,
+        edits: &[(Vec<cairn_store::node::Name>, Edit)],
+    ) -> HashMap<usize, (RelPath, (Vec<cairn_store::node::Name>, Edit))> {
+        let mut early = HashMap::new();
+        if self.checkpoints.is_none() {
+            return early;
+        }
+        let remote = &self.state.remote;
+        let mut at = 0usize;
+        for (i, action) in planned.remote.iter().enumerate() {
+            let this = at;
+            at += match action {
+                Action::Rename { .. } => 2,
+                Action::Put { .. } | Action::Delete { .. } => 1,
+            };
+            let Action::Put { path, entry } = action else {
+                continue;
+            };
+            let fits = entry.kind != Kind::Dir
+                && remote.get(path).is_none_or(|e| e.kind != Kind::Dir)
+                && path
+                    .ancestors()
+                    .all(|a| remote.get(&a).is_none_or(|e| e.kind == Kind::Dir));
+            if let (true, Some(edit)) = (fits, edits.get(this)) {
+                early.insert(i, (path.clone(), edit.clone()));
+            }
+        }
+        early
+    }
+
+    /// Early commits of a long upload (see [`Engine::set_checkpoints`]): once the time has
+    /// come and more files are whole on the server (`stored` counts the upload's leading
+    /// sources stored), their puts are applied to the last committed tree, its nodes sent,
+    /// and the result committed on the last seq. Ends when the upload's last source is
+    /// stored, or at a moved head (the pass's own commit then finds it too); returns the seq
+    /// to commit on and the actions committed.
+    async fn checkpoint(
+        &self,
+        remote: &Remote,
+        (mut seq, mut root): (u64, NodeId),
+        ready: Vec<Early>,
+        mut stored: watch::Receiver<usize>,
+        end: usize,
+    ) -> Result<(u64, HashSet<usize>), SyncError> {
+        let mut done = HashSet::new();
+        let Some(first) = self.checkpoints else {
+            return Ok((seq, done));
+        };
+        let began = Instant::now();
+        let mut due = began + first;
+        let mut taken = 0usize;
+        while taken < ready.len() {
+            // Wait for the time, then for more whole files; stop when the upload is over.
+            let mut upto;
+            loop {
+                upto = *stored.borrow_and_update();
+                if upto >= end {
+                    return Ok((seq, done));
+                }
+                let more = ready[taken..].partition_point(|e| e.after <= upto);
+                if more > 0 && Instant::now() >= due {
+                    break;
+                }
+                tokio::select! {
+                    changed = stored.changed() => {
+                        if changed.is_err() {
+                            return Ok((seq, done));
+                        }
+                    }
+                    () = tokio::time::sleep_until(due.into()), if Instant::now() < due => {}
+                }
+            }
+            let count = ready[taken..].partition_point(|e| e.after <= upto);
+            let batch = &ready[taken..taken + count];
+            let edits: Vec<_> = batch.iter().map(|e| e.edit.clone()).collect();
+            let nodes = Arc::clone(&self.nodes);
+            let base = root;
+            let partial = blocking(move || Ok(edit_many(nodes.as_ref(), &base, &edits)?)).await?;
+            self.upload_nodes(remote, vec![partial]).await?;
+            match remote.checkpoint(seq, partial).await? {
+                CommitResult::Committed(new_seq) => {
+                    tracing::debug!(seq = new_seq, files = count, "early commit");
+                    seq = new_seq;
+                    root = partial;
+                    for early in batch {
+                        done.insert(early.action);
+                        self.emit(Event::File {
+                            path: early.path.to_string(),
+                            what: "uploaded",
+                        });
+                    }
+                    taken += count;
+                }
+                CommitResult::Stale(..) => return Ok((seq, done)),
+            }
+            due = Instant::now() + first.max(began.elapsed() / 4);
+        }
+        Ok((seq, done))
     }
 
     /// Sends the tree nodes the server lacks under `roots`: found top-down (a subtree the
@@ -1069,6 +1253,7 @@ impl Engine {
         &self,
         remote: &Remote,
         sources: Vec<(BlockId, RelPath, u64, u32)>,
+        stored: &watch::Sender<usize>,
         summary: &mut PassSummary,
     ) -> Result<(), SyncError> {
         let total: u64 = sources.iter().map(|s| u64::from(s.3)).sum();
@@ -1089,17 +1274,18 @@ impl Engine {
             }
         }
         let streams = remote.upload_streams(fetch::STREAMS);
-        let mut in_flight: tokio::task::JoinSet<Result<(u64, u64), SyncError>> =
-            tokio::task::JoinSet::new();
+        type Answer = Result<(Range<usize>, u64, u64), SyncError>;
+        let mut in_flight: tokio::task::JoinSet<Answer> = tokio::task::JoinSet::new();
         let mut done = 0u64;
-        let mut settle = |answer: Option<Result<Result<(u64, u64), SyncError>, _>>,
+        // Batches answered beyond the stored prefix, by start: the prefix grows over them.
+        let mut ahead: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut settle = |answer: Option<Result<Answer, tokio::task::JoinError>>,
                           summary: &mut PassSummary|
          -> Result<(), SyncError> {
             let Some(answer) = answer else {
                 return Ok(());
             };
-            let (blocks, bytes) =
-                answer.map_err(|e: tokio::task::JoinError| SyncError::Local(e.to_string()))??;
+            let (range, blocks, bytes) = answer.map_err(|e| SyncError::Local(e.to_string()))??;
             summary.blocks_up += blocks;
             summary.bytes_up += bytes;
             done += bytes;
@@ -1108,9 +1294,18 @@ impl Engine {
                 done,
                 total,
             });
+            ahead.insert(range.start, range.end);
+            let mut prefix = *stored.borrow();
+            while let Some(end) = ahead.remove(&prefix) {
+                prefix = end;
+            }
+            stored.send_replace(prefix);
             Ok(())
         };
+        let mut next = 0usize;
         for batch in batches {
+            let range = next..next + batch.len();
+            next = range.end;
             let root = self.options.root.clone();
             // Not hashed here: the server hashes every block it gets and answers the ids, which
             // must be the ones the scan found (else the file changed since, and nothing is
@@ -1140,7 +1335,7 @@ impl Engine {
                         "'{path}' changed while it was being uploaded; it will be read again on the next pass"
                     )));
                 }
-                Ok((stored.len() as u64, bytes as u64))
+                Ok((range, stored.len() as u64, bytes as u64))
             });
         }
         while let Some(answer) = in_flight.join_next().await {
@@ -1825,7 +2020,16 @@ fn same_stat(record: &ScanRecord, meta: &fs::Metadata) -> bool {
         && record.ctime_ns == ctime_ns(meta)
 }
 
-/// The planner's entry for a tree entry (reading file nodes for their content identity).
+/// A put an early commit may hold (see [`Engine::checkpoint`]).
+struct Early {
+    /// Its place in the plan's remote actions.
+    action: usize,
+    path: RelPath,
+    /// The upload's leading sources that must be stored first.
+    after: usize,
+    edit: (Vec<cairn_store::node::Name>, Edit),
+}
+
 /// The node cache with the nodes a pull just fetched (their ids checked) in front of it.
 struct Fetched<'a> {
     db: &'a NodeDb,
@@ -1846,6 +2050,7 @@ impl NodeStore for Fetched<'_> {
     }
 }
 
+/// The planner's entry for a tree entry (reading file nodes for their content identity).
 fn entry_of(nodes: &(impl NodeStore + ?Sized), entry: &DirEntry) -> Result<Entry, SyncError> {
     Ok(match entry.kind {
         EntryKind::Dir => dir_entry_value(),

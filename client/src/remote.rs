@@ -495,6 +495,28 @@ impl Remote {
         self.commit_keeping(base_seq, root, &[]).await
     }
 
+    /// [`Remote::commit`] of an early commit, in the middle of a long upload (named
+    /// `checkpoint` for faults and the request hook).
+    ///
+    /// # Errors
+    /// As [`Remote::commit`].
+    pub async fn checkpoint(
+        &self,
+        base_seq: u64,
+        root: NodeId,
+    ) -> Result<CommitResult, RemoteError> {
+        let request = Request::Commit {
+            folder: self.link.folder.clone(),
+            base_seq,
+            root,
+        };
+        match self.call_as("checkpoint", &request, &[]).await?.0 {
+            Response::Committed { seq } => Ok(CommitResult::Committed(seq)),
+            Response::Stale { seq, root } => Ok(CommitResult::Stale(seq, root)),
+            other => Err(unexpected("checkpoint", other)),
+        }
+    }
+
     /// [`Remote::commit`] that also keeps conflict losers in the version history (their nodes
     /// and blocks put before): each is recorded as a version of its path just before the new
     /// head's version. With none it is a plain commit.

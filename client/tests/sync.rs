@@ -367,6 +367,8 @@ async fn a_dropped_upload_resumes_without_resending_what_the_server_has() {
     }
     let total: u64 = 80 << 20;
     assert_eq!(blocks.iter().map(|b| b.1).sum::<u64>(), total);
+    // This test counts what one cut pass left on the server; early commits have their own.
+    a.engine.set_checkpoints(None);
     // The server stores the first upload request's blocks and answers; the connection drops
     // before that answer arrives (the other requests in flight may or may not have landed).
     a.remote.inject_fault(Fault::LoseAnswerTo("put_blocks"));
@@ -421,6 +423,97 @@ async fn a_dropped_upload_resumes_without_resending_what_the_server_has() {
     let pulled = b.sync().await;
     assert_eq!(pulled.downloaded, 5);
     assert_eq!(snapshot(&a.root), snapshot(&b.root));
+}
+
+/// A long upload commits the files it has finished before its end: each file is announced
+/// once, another device gets the early ones whole while the rest travels, and a pass cut
+/// after such a commit (its answer lost, even) keeps it and sends only the rest. A file that
+/// became a directory is not in an early commit (a put below a remote file is not a valid
+/// edit of the remote tree); it waits for the pass's own commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_upload_commits_whole_files_early_and_a_cut_pass_keeps_them() {
+    let server = start_server(1 << 32).await;
+    let token = token(&server, "early").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    a.write("x", b"a file, soon a directory");
+    let first = a.sync().await;
+    b.sync().await;
+    while a.events.try_recv().is_ok() {}
+    // Early commits as soon as files are whole, with the upload held to 12 MiB/s, so files
+    // are whole on the server well before the upload ends.
+    a.engine.set_checkpoints(Some(std::time::Duration::ZERO));
+    a.remote.set_limits(Some(12 << 20), None);
+    for i in 0..6u64 {
+        let len = (i as usize + 1) << 20;
+        a.write(&format!("music/m{i}.bin"), &pseudo_random(len, 100 + i));
+    }
+    let whole = a.sync().await;
+    assert!(
+        whole.seq >= first.seq + 2,
+        "early commits before the pass's own: {whole:?}"
+    );
+    let mut announced = BTreeMap::new();
+    while let Ok(event) = a.events.try_recv() {
+        if let Event::File {
+            what: "uploaded",
+            path,
+        } = event
+        {
+            *announced.entry(path).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(announced.len(), 6, "{announced:?}");
+    assert!(announced.values().all(|n| *n == 1), "{announced:?}");
+    assert_eq!(whole.uploaded, 6);
+
+    std::fs::remove_file(a.root.join("x")).expect("rm");
+    a.write("x/inner.bin", &pseudo_random(1 << 20, 7));
+    let mut sizes = BTreeMap::new();
+    for i in 0..8u64 {
+        let len = (i as usize + 1) << 20;
+        a.write(&format!("clips/c{i}.bin"), &pseudo_random(len, 200 + i));
+        sizes.insert(format!("clips/c{i}.bin"), len as u64);
+    }
+    // The first early commit is made, then the connection drops before its answer arrives.
+    a.remote.inject_fault(Fault::LoseAnswerTo("checkpoint"));
+    let cut = a.try_sync().await;
+    assert!(matches!(cut, Err(SyncError::Remote(_))), "{cut:?}");
+    // B gets the early commit: some of the new files, each whole; `x` is still a file.
+    let early = b.sync().await;
+    let got: Vec<String> = sizes
+        .keys()
+        .filter(|p| b.root.join(p).exists())
+        .cloned()
+        .collect();
+    assert!(
+        !got.is_empty() && got.len() < sizes.len(),
+        "early commit held {got:?}"
+    );
+    assert_eq!(early.downloaded, 6 + got.len() as u64);
+    for path in &got {
+        assert_eq!(
+            std::fs::read(b.root.join(path)).expect("read"),
+            std::fs::read(a.root.join(path)).expect("read"),
+            "{path} is whole"
+        );
+    }
+    assert!(b.root.join("x").is_file());
+    // A's next pass finds its early commit on the server, sends only the rest, and commits.
+    a.reconnect(&server, &token).await;
+    let early_bytes: u64 = got.iter().map(|p| sizes[p]).sum();
+    let rest_bytes: u64 = sizes.values().sum::<u64>() + (1 << 20) - early_bytes;
+    let resumed = a.sync().await;
+    assert_eq!(
+        resumed.uploaded,
+        (sizes.len() - got.len()) as u64 + 1,
+        "{resumed:?}"
+    );
+    assert!(resumed.bytes_up <= rest_bytes, "{resumed:?}");
+    assert_eq!(resumed.conflicts, 0);
+    b.sync().await;
+    assert_eq!(snapshot(&a.root), snapshot(&b.root));
+    assert!(b.root.join("x/inner.bin").is_file());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
