@@ -8,7 +8,7 @@ Per run, with a fresh server and fresh client state:
 - initial sync: `cairn sync start --once` on device A (upload) then on device B (download);
   and, with a second server and fresh devices, both running as Syncthing's daemons do: B's
   daemon (`cairn sync start`) and A's `--once` started together, timed until B's daemon reports
-  a pass in sync at A's last commit (A commits finished files during a long upload);
+  a pass at A's last commit with nothing left over (A commits finished files during a long upload);
   rsync -a to an rsync daemon on loopback; restic backup into a fresh local repository;
   Syncthing (benches/syncthing_peer.py): two daemons on loopback sharing a copy of the data, timed
   from starting both until device B holds the whole folder.
@@ -162,8 +162,8 @@ def start_server(server_bin, scratch, name="server"):
 
 def both_running(cairn_bin, env_a, env_b, source, dest, timeout=600):
     """Device B's daemon (`cairn sync start`, no --once) and device A's `--once` started together,
-    as Syncthing's two daemons are; seconds until B's daemon reports a pass in sync at A's last
-    commit (or later). A commits the files it has finished during a long upload, so B downloads
+    as Syncthing's two daemons are; seconds until B's daemon reports a pass at A's last commit (or
+    later) with nothing left for the next pass (the caller then compares the trees). A commits the files it has finished during a long upload, so B downloads
     while A still uploads. Returns (seconds, A's seconds)."""
     with tempfile.TemporaryFile("w+") as b_out, tempfile.TemporaryFile("w+") as a_out:
         start = time.perf_counter()
@@ -198,7 +198,9 @@ def both_running(cairn_bin, env_a, env_b, source, dest, timeout=600):
                     event = json.loads(line) if line.startswith("{") else {}
                     if event.get("kind") == "missed":
                         raise SystemExit("both running: device B's feed dropped lines")
-                    if event.get("kind") == "summary" and event.get("in_sync"):
+                    # A pass that downloaded reports in_sync false (its changes are confirmed
+                    # by the next pass); one at A's commit with nothing left over is the end.
+                    if event.get("kind") == "summary" and event.get("problems") == 0:
                         seen.append((event["seq"], now))
                 if target is not None:
                     done = [when for seq, when in seen if seq >= target]

@@ -19,7 +19,7 @@ use cairn_client::remote::Remote;
 use cairn_client::rest::{RestClient, Session, normalize_server_url};
 use clap::Args;
 
-use crate::output::{fail, human_bytes, warn};
+use crate::output::{fail, human_bytes, one_line, warn};
 
 /// Passes `--once` tries before it gives up on agreeing with the server.
 const ONCE_PASSES_MAX: u32 = 5;
@@ -99,13 +99,33 @@ async fn run(args: &SyncStartArgs, json: bool, dir: &Path) -> anyhow::Result<()>
     let feed = daemon::feed();
     let mut events = feed.subscribe();
     let printer = tokio::spawn(async move {
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
         loop {
+            // Whatever has queued up is printed with one write per stream: a pass announces
+            // thousands of files at once, and a line per write fell behind the feed.
+            let mut lines = Lines::default();
             match events.recv().await {
-                Ok(event) => print_event(&event, json),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    print_event(&FeedEvent::Missed { missed }, json);
+                Ok(event) => lines.push(&event, json),
+                Err(RecvError::Lagged(missed)) => lines.push(&FeedEvent::Missed { missed }, json),
+                Err(RecvError::Closed) => return,
+            }
+            let mut closed = false;
+            while lines.len() < PRINT_BATCH_BYTES {
+                match events.try_recv() {
+                    Ok(event) => lines.push(&event, json),
+                    Err(TryRecvError::Lagged(missed)) => {
+                        lines.push(&FeedEvent::Missed { missed }, json);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => {
+                        closed = true;
+                        break;
+                    }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+            lines.write();
+            if closed {
+                return;
             }
         }
     });
@@ -214,14 +234,68 @@ async fn once(syncer: &mut Daemon, json: bool) -> anyhow::Result<()> {
     ))
 }
 
-#[allow(clippy::print_stdout, clippy::print_stderr)]
-fn print_summary(s: &PassReport, json: bool) {
-    if json {
-        if let Ok(text) = serde_json::to_string(&FeedEvent::Summary(s.clone())) {
-            println!("{text}");
+/// Bytes of feed lines the printer gathers before it writes them.
+const PRINT_BATCH_BYTES: usize = 256 * 1024;
+
+/// Feed lines on their way out: JSON lines for stdout, human lines for stderr.
+#[derive(Default)]
+struct Lines {
+    out: String,
+    err: String,
+}
+
+impl Lines {
+    fn len(&self) -> usize {
+        self.out.len() + self.err.len()
+    }
+
+    fn push(&mut self, event: &FeedEvent, json: bool) {
+        if let Some((to_stdout, line)) = event_line(event, json) {
+            let stream = if to_stdout {
+                &mut self.out
+            } else {
+                &mut self.err
+            };
+            stream.push_str(&line);
+            stream.push('\n');
         }
-    } else {
-        eprintln!(
+    }
+
+    fn write(&self) {
+        use std::io::Write as _;
+        // A closed stdout or stderr has nowhere better to be reported.
+        if !self.out.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = out
+                .write_all(self.out.as_bytes())
+                .and_then(|()| out.flush());
+        }
+        if !self.err.is_empty() {
+            let _ = std::io::stderr().lock().write_all(self.err.as_bytes());
+        }
+    }
+}
+
+fn print_summary(s: &PassReport, json: bool) {
+    let mut lines = Lines::default();
+    lines.push(&FeedEvent::Summary(s.clone()), json);
+    lines.write();
+}
+
+/// What an event prints, and whether on stdout (else stderr), without the newline.
+fn event_line(event: &FeedEvent, json: bool) -> Option<(bool, String)> {
+    match event {
+        FeedEvent::Phase { .. } | FeedEvent::Progress { .. } => return None,
+        FeedEvent::Warning { message } => {
+            return Some((false, format!("cairn: warning: {}", one_line(message))));
+        }
+        _ => {}
+    }
+    if json {
+        return serde_json::to_string(event).ok().map(|text| (true, text));
+    }
+    let line = match event {
+        FeedEvent::Summary(s) => format!(
             "{} at revision {}: {} uploaded, {} downloaded, {} deleted here, {} deleted on the server, {} conflicts ({} sent, {} received)",
             if s.in_sync { "in sync" } else { "synced" },
             s.seq,
@@ -232,47 +306,30 @@ fn print_summary(s: &PassReport, json: bool) {
             s.conflicts,
             human_bytes(s.bytes_up),
             human_bytes(s.bytes_down)
-        );
-    }
-}
-
-#[allow(clippy::print_stdout, clippy::print_stderr)]
-fn print_event(event: &FeedEvent, json: bool) {
-    match event {
-        FeedEvent::Phase { .. } | FeedEvent::Progress { .. } => return,
-        FeedEvent::Summary(summary) => return print_summary(summary, json),
-        FeedEvent::Warning { message } => return warn(message),
-        _ => {}
-    }
-    if json {
-        if let Ok(text) = serde_json::to_string(event) {
-            println!("{text}");
-        }
-        return;
-    }
-    match event {
-        FeedEvent::File { path, what } => eprintln!("{what}: {path}"),
+        ),
+        FeedEvent::File { path, what } => format!("{what}: {path}"),
         FeedEvent::Conflict { path, copy, reason } => match copy {
-            Some(copy) => eprintln!(
+            Some(copy) => format!(
                 "conflict: {path} was changed here and on another device; your version is kept as '{copy}'"
             ),
-            None if reason == "both_edited" => eprintln!(
+            None if reason == "both_edited" => format!(
                 "conflict: {path} was changed here and on another device; theirs is at the path, yours is in the version history (`cairn conflicts`)"
             ),
-            None => eprintln!(
+            None => format!(
                 "conflict: {path} was edited on one side and deleted on the other; the edit was kept"
             ),
         },
-        FeedEvent::Collision { paths } => eprintln!(
+        FeedEvent::Collision { paths } => format!(
             "warning: these names differ only in case or Unicode form and would collide on some systems: {}",
             paths.join(", ")
         ),
-        FeedEvent::Problem { path, message } => eprintln!("not synced: {path}: {message}"),
+        FeedEvent::Problem { path, message } => format!("not synced: {path}: {message}"),
         FeedEvent::Missed { missed } => {
-            eprintln!("warning: {missed} events were not shown (output too slow)");
+            format!("warning: {missed} events were not shown (output too slow)")
         }
-        _ => {}
-    }
+        _ => return None,
+    };
+    Some((false, line))
 }
 
 fn small_runtime() -> std::io::Result<tokio::runtime::Runtime> {

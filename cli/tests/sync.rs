@@ -326,6 +326,45 @@ async fn two_devices_sync_through_the_cli() {
     assert!(stderr.contains("cairn user login"), "{stderr}");
 }
 
+/// `--json` prints a line for every file, however many a pass announces at once (the feed
+/// holds 4,096 events; a printer that wrote a line at a time fell behind and dropped some).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_of_a_large_pass_gets_its_json_line() {
+    const FILES: usize = 12_000;
+    let (server, _data, _stop) = start_server().await;
+    let a = Device::new();
+    let b = Device::new();
+    sign_up_both(&a, &b, &server, "lena").await;
+    for i in 0..FILES {
+        let dir = a.folder().join(format!("d{}", i % 12));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(format!("f{i}.txt")), format!("{i}")).expect("write");
+    }
+    for (device, what) in [(&a, "uploaded"), (&b, "downloaded")] {
+        let folder = device.folder();
+        let stdout = device
+            .ok(&[
+                "--json",
+                "sync",
+                "start",
+                "--folder",
+                folder.to_str().expect("utf-8"),
+                "--once",
+            ])
+            .await;
+        let mut files = std::collections::HashSet::new();
+        for line in stdout.lines() {
+            let event: Value = serde_json::from_str(line).expect("a JSON line");
+            assert_ne!(event["kind"], "missed", "{line}");
+            if event["kind"] == "file" && event["what"] == what {
+                files.insert(event["path"].as_str().expect("path").to_owned());
+            }
+        }
+        assert_eq!(files.len(), FILES, "{what}");
+    }
+    assert_eq!(tree(&a.folder()), tree(&b.folder()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_daemons_carry_a_change_across_and_stop_on_request() {
     let (server, _data, _stop) = start_server().await;
