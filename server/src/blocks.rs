@@ -29,6 +29,36 @@ impl Blocks {
         }
     }
 
+    /// Which of `ids` are stored, refreshing the local ones' time so the garbage collector
+    /// keeps them for its grace period (an answer of "stored" is relied on by the commit that
+    /// follows). A bucket's objects are not refreshed: its collector still checks then deletes.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn keep_many(&self, ids: &[BlockId]) -> Result<Vec<bool>> {
+        match self {
+            Blocks::Local(store) => store.keep_many(ids),
+            Blocks::S3(store) => store.has_many(ids),
+        }
+    }
+
+    /// Deletes a block written or last refreshed at or before `cutoff`: `None` if it is not
+    /// stored, else whether it was deleted. Locally the check and the delete are one step, so a
+    /// refresh meanwhile keeps the block; on a bucket they are two.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn delete_if_older(&self, id: &BlockId, cutoff: SystemTime) -> Result<Option<bool>> {
+        match self {
+            Blocks::Local(store) => store.delete_if_older(id, cutoff),
+            Blocks::S3(store) => match store.modified(id)? {
+                None => Ok(None),
+                Some(time) if time > cutoff => Ok(Some(false)),
+                Some(_) => store.delete(id).map(Some),
+            },
+        }
+    }
+
     /// Gives back the disk space of deleted blocks (local packs; a bucket frees it on delete);
     /// returns the bytes given back.
     ///

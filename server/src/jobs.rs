@@ -287,13 +287,15 @@ pub async fn collect_garbage(state: &AppState, grace: Duration) -> Result<GcRepo
             if live.contains(&id) {
                 continue;
             }
-            let Some(modified) = store.modified(&id).map_err(|e| e.to_string())? else {
-                continue;
-            };
-            if modified > cutoff {
-                report.young += 1;
-            } else if store.delete(&id).map_err(|e| e.to_string())? {
-                report.deleted += 1;
+            // Checked and deleted in one step: an upload that deduplicates against the block,
+            // or a "lacking" answer that it is stored, refreshes it meanwhile and keeps it.
+            match store
+                .delete_if_older(&id, cutoff)
+                .map_err(|e| e.to_string())?
+            {
+                Some(true) => report.deleted += 1,
+                Some(false) => report.young += 1,
+                None => {}
             }
         }
         if report.deleted > 0 {

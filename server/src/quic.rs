@@ -471,7 +471,9 @@ async fn lacking(state: &AppState, folder_id: i64, ids: &[BlockId]) -> Result<Ve
         .collect();
     let store = Arc::clone(&state.store);
     let check: Vec<BlockId> = candidates.iter().map(|(_, id)| *id).collect();
-    let present = tokio::task::spawn_blocking(move || store.has_many(&check))
+    // "Stored" is promised for the grace period: the blocks are refreshed, so the garbage
+    // collector cannot delete one between this answer and the commit relying on it.
+    let present = tokio::task::spawn_blocking(move || store.keep_many(&check))
         .await
         .map_err(|e| Refusal::internal(&e))?
         .map_err(|e| Refusal::internal(&e))?;

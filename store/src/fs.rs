@@ -350,6 +350,72 @@ impl FsBlockStore {
         }
     }
 
+    /// Which of `ids` are stored, refreshing the time of those that are (as a deduplicating put
+    /// does): a server that answers "I have it" keeps the block from the garbage collector for
+    /// its grace period, so the commit that relies on the answer finds the block.
+    ///
+    /// # Errors
+    /// IO errors on legacy blocks.
+    pub fn keep_many(&self, ids: &[BlockId]) -> Result<Vec<bool>> {
+        let mut kept = {
+            let mut state = self.shared.lock_state();
+            ids.iter()
+                .map(|id| Shared::dedup(&mut state, id))
+                .collect::<Vec<bool>>()
+        };
+        if self.shared.legacy {
+            for (id, kept) in ids.iter().zip(kept.iter_mut()) {
+                if !*kept && self.shared.legacy_exists(id)? {
+                    self.shared.touch_legacy(id)?;
+                    *kept = true;
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Deletes a block only if it was stored or last refreshed at or before `cutoff`, checked
+    /// and deleted in one step under the index lock: a put or [`FsBlockStore::keep_many`] that
+    /// refreshes it meanwhile keeps it, where a check then a delete could lose it. `None` if
+    /// it is not stored, else whether it was deleted. (A legacy block's check and delete are
+    /// two steps, on its file's mtime.)
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn delete_if_older(&self, id: &BlockId, cutoff: SystemTime) -> Result<Option<bool>> {
+        let cutoff_s = cutoff.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        {
+            let mut state = self.shared.lock_state();
+            if let Some(loc) = state.index.get(id).copied() {
+                if u64::from(loc.stored_s) > cutoff_s {
+                    return Ok(Some(false));
+                }
+                state.index.remove(id);
+                state.remove_live(loc.pack, loc.record_len());
+                state.unlogged.push((*id, None));
+                drop(state);
+                if self.shared.legacy {
+                    // A copy in the old layout goes too, or the block would still be listed.
+                    let path = self.shared.legacy_path(id);
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == ErrorKind::NotFound => {}
+                        Err(err) => return Err(Error::io("removing", path, err)),
+                    }
+                }
+                return Ok(Some(true));
+            }
+        }
+        if !self.shared.legacy {
+            return Ok(None);
+        }
+        match self.modified(id)? {
+            None => Ok(None),
+            Some(time) if time > cutoff => Ok(Some(false)),
+            Some(_) => self.shared.delete(id).map(Some),
+        }
+    }
+
     /// Gives back the space of deleted blocks: every pack more than half dead has its live
     /// blocks copied into the active pack, their new places made durable, and is then removed.
     ///

@@ -410,3 +410,54 @@ fn blocks_of_the_one_file_per_block_layout_are_still_read() {
     assert!(store.delete(&id).expect("delete"));
     assert!(!store.has(&id).expect("has"));
 }
+
+/// The garbage collector's check and delete are one step: a block deduplicated against, or
+/// answered "stored" (`keep_many`), after the collector set its cutoff is kept; an old one is
+/// deleted; the refreshed times survive a reopen.
+#[test]
+fn the_collector_deletes_only_blocks_not_refreshed_since_its_cutoff() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let (a, b, c) = (
+        random_block(3000, 1),
+        random_block(3000, 2),
+        random_block(3000, 3),
+    );
+    let ids: Vec<BlockId> = [&a, &b, &c]
+        .iter()
+        .map(|data| store.put(data).expect("put").id)
+        .collect();
+    store.sync().expect("sync");
+    {
+        let mut state = store.shared.lock_state();
+        for id in &ids {
+            let loc = state.index.get_mut(id).expect("stored");
+            assert!(loc.durable);
+            loc.stored_s -= 3600;
+        }
+    }
+    let cutoff = SystemTime::now() - Duration::from_secs(600);
+    let missing = BlockId::of(b"never stored");
+    assert!(!store.put(&b).expect("put").new, "deduplicated");
+    assert_eq!(
+        store.keep_many(&[ids[2], missing]).expect("keep"),
+        vec![true, false]
+    );
+    let delete = |id: &BlockId| store.delete_if_older(id, cutoff).expect("delete");
+    assert_eq!(delete(&ids[0]), Some(true), "old and untouched");
+    assert_eq!(delete(&ids[1]), Some(false), "deduplicated since");
+    assert_eq!(delete(&ids[2]), Some(false), "answered stored since");
+    assert_eq!(delete(&missing), None);
+    assert!(!store.has(&ids[0]).expect("has"));
+    store.sync().expect("sync");
+    drop(store);
+    let store = open(dir.path());
+    assert!(!store.has(&ids[0]).expect("has"), "stays deleted");
+    for id in &ids[1..] {
+        assert_eq!(
+            store.delete_if_older(id, cutoff).expect("delete"),
+            Some(false)
+        );
+        assert!(store.modified(id).expect("modified").expect("stored") > cutoff);
+    }
+}
