@@ -30,6 +30,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bytes of a request line read at most.
 const REQUEST_LEN_MAX: u64 = 64;
 
+/// Bytes of feed lines a subscriber's stream gathers before it writes them.
+const FEED_WRITE_BYTES: usize = 256 * 1024;
+
 /// Transfer progress of the running pass.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
@@ -238,15 +241,39 @@ impl Answerer {
     ) -> std::io::Result<()> {
         let mut feed = self.feed.subscribe();
         write.write_all(b"{\"kind\":\"subscribed\"}\n").await?;
+        let push = |lines: &mut String, event: &FeedEvent| {
+            lines.push_str(&serde_json::to_string(event).unwrap_or_default());
+            lines.push('\n');
+        };
         loop {
-            let event = match feed.recv().await {
-                Ok(event) => event,
-                Err(broadcast::error::RecvError::Lagged(missed)) => FeedEvent::Missed { missed },
+            // What has queued up goes in one write: a pass announces thousands of files at
+            // once, and a write per line fell behind the feed.
+            let mut lines = String::new();
+            match feed.recv().await {
+                Ok(event) => push(&mut lines, &event),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    push(&mut lines, &FeedEvent::Missed { missed });
+                }
                 Err(broadcast::error::RecvError::Closed) => return write.shutdown().await,
-            };
-            let mut line = serde_json::to_string(&event).unwrap_or_default();
-            line.push('\n');
-            write.write_all(line.as_bytes()).await?;
+            }
+            let mut closed = false;
+            while lines.len() < FEED_WRITE_BYTES {
+                match feed.try_recv() {
+                    Ok(event) => push(&mut lines, &event),
+                    Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                        push(&mut lines, &FeedEvent::Missed { missed });
+                    }
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            write.write_all(lines.as_bytes()).await?;
+            if closed {
+                return write.shutdown().await;
+            }
         }
     }
 }
@@ -341,4 +368,76 @@ pub async fn running(config_dir: &Path) -> Vec<(PathBuf, DaemonStatus)> {
     }
     found.sort_by(|a, b| a.1.folder.cmp(&b.1.folder));
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::{FEED_PATIENCE, feed, publish};
+
+    fn file(i: usize) -> FeedEvent {
+        FeedEvent::File {
+            path: format!("photos/{i:05}.jpg"),
+            what: "downloaded".into(),
+        }
+    }
+
+    /// A pass announcing 20,000 files at once, published as fast as the daemon's pump can:
+    /// a subscriber on the socket that keeps reading gets every one, in order; one that never
+    /// reads holds publishing up for at most the patience, not for every event.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_events_reaches_a_reading_subscriber_whole() {
+        const EVENTS: usize = 20_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sender = feed();
+        let status: Shared = Arc::new(Mutex::new(DaemonStatus::starting(dir.path(), "test")));
+        let _control = Control::start(
+            dir.path(),
+            status,
+            Arc::new(Commands::default()),
+            sender.clone(),
+        )
+        .expect("control");
+        let mut subscription = Subscription::open(dir.path()).await.expect("subscribe");
+        let reader = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(event) = subscription.next().await {
+                match event {
+                    FeedEvent::File { path, .. } => seen.push(path),
+                    FeedEvent::Summary(_) => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            seen
+        });
+        // The socket's stream subscribes once the request is read; wait until it has.
+        while sender.receiver_count() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let mut patience = FEED_PATIENCE;
+        for i in 0..EVENTS {
+            publish(&sender, file(i), &mut patience).await;
+        }
+        publish(
+            &sender,
+            FeedEvent::Summary(crate::daemon::PassReport::default()),
+            &mut patience,
+        )
+        .await;
+        let seen = reader.await.expect("reader");
+        assert_eq!(seen.len(), EVENTS, "no event missed");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order");
+
+        let _stalled = sender.subscribe();
+        let started = std::time::Instant::now();
+        let mut patience = FEED_PATIENCE;
+        for i in 0..EVENTS {
+            publish(&sender, file(i), &mut patience).await;
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= FEED_PATIENCE && took < FEED_PATIENCE * 3,
+            "a stalled subscriber held publishing for {took:?}"
+        );
+    }
 }

@@ -40,6 +40,31 @@ pub const FALLBACK_SCAN: Duration = Duration::from_secs(5);
 /// Events a subscriber may fall behind by before it is told it missed some.
 const FEED_CAPACITY: usize = 4096;
 
+/// How long publishing waits in all for subscribers that fell behind, before it lets the
+/// oldest events go (see [`publish`]); refilled once they catch up.
+pub const FEED_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Publishes `event` on a feed. A full feed would push its oldest event out from under a
+/// subscriber still reading it, so publishing first waits for the subscribers to catch up,
+/// drawing on `patience`: a pass announcing thousands of files reaches every subscriber that
+/// keeps reading, and one that stopped reading costs at most [`FEED_PATIENCE`] until the
+/// feed drains again (it is then told how many events it missed).
+pub async fn publish(
+    feed: &broadcast::Sender<FeedEvent>,
+    event: FeedEvent,
+    patience: &mut Duration,
+) {
+    if feed.len() < FEED_CAPACITY / 2 {
+        *patience = FEED_PATIENCE;
+    }
+    while feed.len() >= FEED_CAPACITY && !patience.is_zero() {
+        let waited = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(1).min(*patience)).await;
+        *patience = patience.saturating_sub(waited.elapsed());
+    }
+    let _ = feed.send(event);
+}
+
 /// What a daemon publishes. As JSON (`kind` plus fields) it is the line format of
 /// `cairn sync start --json` and of the control socket's `subscribe`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,6 +336,7 @@ impl Daemon {
             let shared = Arc::clone(&shared);
             let feed = feed.clone();
             tokio::spawn(async move {
+                let mut patience = FEED_PATIENCE;
                 loop {
                     let event = tokio::select! {
                         biased;
@@ -321,7 +347,7 @@ impl Daemon {
                         Some(event) = own_rx.recv() => event,
                         else => return,
                     };
-                    let _ = feed.send(event);
+                    publish(&feed, event, &mut patience).await;
                 }
             })
         };
