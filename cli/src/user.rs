@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use cairn_client::config::{Config, QuicPin};
 use cairn_client::rest::{RestClient, RestError, quic_addr_for};
-use cairn_protocol::api::{LoginRequest, Password, RegisterRequest, TokenResponse};
+use cairn_protocol::api::{LoginRequest, Password, RefreshToken, RegisterRequest, TokenResponse};
 use serde::Serialize;
 
 use crate::args::{LoginArgs, PasswordArgs, RegisterArgs};
@@ -184,7 +184,15 @@ async fn log_in(
         })
         .await?;
     let server = rest.server().to_owned();
-    let config = save_session(config_dir, &server, username, &tokens).await?;
+    let (config, replaced) = save_session(config_dir, &server, username, &tokens).await?;
+    if let (Some(old_server), Some(old_token)) = replaced {
+        // The session this login replaces ends at its server too, or its refresh token would
+        // stay usable, unseen, until it expires. Best effort: it may be spent or expired
+        // already, or its server gone.
+        if let Ok(old) = RestClient::new(&old_server) {
+            let _ = old.logout(&old_token).await;
+        }
+    }
     let quic = pin_quic(rest, config_dir).await?;
     Ok(LoggedIn {
         username: username.to_owned(),
@@ -195,17 +203,19 @@ async fn log_in(
 }
 
 /// Saves the server, username and refresh token at once: the token is the session, and a
-/// failure after this point must not lose it.
+/// failure after this point must not lose it. Also returns the session it replaced (server and
+/// refresh token), read under the same lock, so a daemon's rotation of it is not missed.
 async fn save_session(
     config_dir: &Path,
     server: &str,
     username: &str,
     tokens: &TokenResponse,
-) -> anyhow::Result<Config> {
+) -> anyhow::Result<(Config, (Option<String>, Option<RefreshToken>))> {
     let server = server.to_owned();
     let username = username.to_owned();
     let refresh_token = tokens.refresh_token.clone();
     update(config_dir, move |config| {
+        let replaced = (config.server.clone(), config.refresh_token.take());
         if config.server.as_deref() != Some(server.as_str()) {
             // A pin belongs to the server it came from.
             config.quic = None;
@@ -213,7 +223,7 @@ async fn save_session(
         config.server = Some(server);
         config.username = Some(username);
         config.refresh_token = Some(refresh_token);
-        config.clone()
+        (config.clone(), replaced)
     })
     .await
 }

@@ -340,7 +340,7 @@ async fn login_with_a_wrong_password_fails_with_one_line() {
 async fn logout_revokes_the_session_and_login_uses_the_saved_server() {
     // Goal: logout ends the session at the server (the old refresh token is refused) and here
     // (whoami fails); a later login needs no --server, and takes the password from
-    // CAIRN_PASSWORD.
+    // CAIRN_PASSWORD; a login over a live session ends that one at the server.
     let server = TestServer::start(true).await;
     let client = Client::new();
     assert_eq!(client.register(&server, "dan").await.code, 0);
@@ -387,6 +387,43 @@ async fn logout_revokes_the_session_and_login_uses_the_saved_server() {
     assert_eq!(parse_json(&run.stdout)["username"], json!("dan"));
     let new_token = client.saved()["refresh_token"].as_str().map(str::to_owned);
     assert!(new_token.is_some_and(|t| t != token), "a new session");
+
+    // Logging in again while logged in ends the session it replaces at the server.
+    let replaced = client.saved()["refresh_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let run = client
+        .run_with(
+            &["user", "login", "--username", "dan"],
+            "",
+            &[("CAIRN_PASSWORD", PASSWORD)],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.is_empty(), "{run:?}");
+    let refreshed = reqwest::Client::new()
+        .post(format!("{}/auth/refresh", server.base))
+        .json(&json!({"refresh_token": replaced}))
+        .send()
+        .await
+        .expect("refresh request");
+    assert_eq!(refreshed.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let current = client.saved()["refresh_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let refreshed = reqwest::Client::new()
+        .post(format!("{}/auth/refresh", server.base))
+        .json(&json!({"refresh_token": current}))
+        .send()
+        .await
+        .expect("refresh request");
+    assert_eq!(
+        refreshed.status(),
+        reqwest::StatusCode::OK,
+        "the new session works"
+    );
     server.stop().await;
 }
 
