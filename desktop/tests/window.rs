@@ -55,7 +55,9 @@ struct Display {
 impl Display {
     /// Lets Xvfb pick a free display itself (`-displayfd`): picking one here by looking for
     /// free sockets raced when the tests of this file started theirs at the same moment, and
-    /// two tests then shared one server that the first to finish killed.
+    /// two tests then shared one server that the first to finish killed. `-noreset`: by
+    /// default the server resets when its last client leaves, and an app started again at
+    /// that moment failed to open the display.
     fn start() -> Display {
         use std::io::BufRead;
         let mut child = Command::new("Xvfb")
@@ -67,6 +69,7 @@ impl Display {
                 "1100x760x24",
                 "-nolisten",
                 "tcp",
+                "-noreset",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
