@@ -212,6 +212,16 @@ def both_running(cairn_bin, env_a, env_b, source, dest, timeout=600):
             daemon.wait()
 
 
+def sign_up(cairn_bin, url, scratch, a, b):
+    """Registers user `bench` on the server at url from device A and logs device B in as it;
+    the devices' config dirs are scratch/a and scratch/b. Returns their environments."""
+    env_a = dict(os.environ, CAIRN_CONFIG_DIR=os.path.join(scratch, a), CAIRN_PASSWORD=PASSWORD)
+    env_b = dict(os.environ, CAIRN_CONFIG_DIR=os.path.join(scratch, b), CAIRN_PASSWORD=PASSWORD)
+    run([cairn_bin, "user", "register", "--server", url, "--username", "bench", "--email", "b@example.com"], env=env_a, capture_output=True)
+    run([cairn_bin, "user", "login", "--server", url, "--username", "bench"], env=env_b, capture_output=True)
+    return env_a, env_b
+
+
 def median(values):
     return statistics.median(values) if values else float("nan")
 
@@ -252,10 +262,7 @@ def main():
         run(["cp", "-a", dataset, source])
         server, url = start_server(server_bin, scratch)
         try:
-            env_a = dict(os.environ, CAIRN_CONFIG_DIR=os.path.join(scratch, "a"), CAIRN_PASSWORD=PASSWORD)
-            env_b = dict(os.environ, CAIRN_CONFIG_DIR=os.path.join(scratch, "b"), CAIRN_PASSWORD=PASSWORD)
-            run([cairn_bin, "user", "register", "--server", url, "--username", "bench", "--email", "b@example.com"], env=env_a, capture_output=True)
-            run([cairn_bin, "user", "login", "--server", url, "--username", "bench"], env=env_b, capture_output=True)
+            env_a, env_b = sign_up(cairn_bin, url, scratch, "a", "b")
             dest_b = os.path.join(scratch, "device-b")
             os.makedirs(dest_b)
             once = lambda folder: [cairn_bin, "--json", "sync", "start", "--folder", folder, "--once"]
@@ -272,10 +279,7 @@ def main():
             # Both devices running, as Syncthing's two daemons are: a second server, fresh devices.
             server2, url2 = start_server(server_bin, scratch, "server-both")
             try:
-                env_a2 = dict(os.environ, CAIRN_CONFIG_DIR=os.path.join(scratch, "a2"), CAIRN_PASSWORD=PASSWORD)
-                env_b2 = dict(os.environ, CAIRN_CONFIG_DIR=os.path.join(scratch, "b2"), CAIRN_PASSWORD=PASSWORD)
-                run([cairn_bin, "user", "register", "--server", url2, "--username", "bench", "--email", "b@example.com"], env=env_a2, capture_output=True)
-                run([cairn_bin, "user", "login", "--server", url2, "--username", "bench"], env=env_b2, capture_output=True)
+                env_a2, env_b2 = sign_up(cairn_bin, url2, scratch, "a2", "b2")
                 dest_b2 = os.path.join(scratch, "device-b-both")
                 os.makedirs(dest_b2)
                 seconds, a_seconds = both_running(cairn_bin, env_a2, env_b2, source, dest_b2)

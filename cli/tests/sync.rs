@@ -111,20 +111,20 @@ impl Device {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    async fn sync_once(&self, server: &str) -> Value {
+    /// The stdout of a successful `--json sync start --once` of this device's folder (to
+    /// `server`, or to the saved one).
+    async fn sync_once_stdout(&self, server: Option<&str>) -> String {
         let folder = self.folder();
-        let stdout = self
-            .ok(&[
-                "--json",
-                "sync",
-                "start",
-                "--server",
-                server,
-                "--folder",
-                folder.to_str().expect("utf-8"),
-                "--once",
-            ])
-            .await;
+        let mut args = vec!["--json", "sync", "start"];
+        if let Some(server) = server {
+            args.extend(["--server", server]);
+        }
+        args.extend(["--folder", folder.to_str().expect("utf-8"), "--once"]);
+        self.ok(&args).await
+    }
+
+    async fn sync_once(&self, server: &str) -> Value {
+        let stdout = self.sync_once_stdout(Some(server)).await;
         let last = stdout.lines().last().expect("a summary line");
         let summary: Value = serde_json::from_str(last).expect("JSON");
         assert_eq!(summary["kind"], "summary", "{stdout}");
@@ -341,17 +341,7 @@ async fn every_file_of_a_large_pass_gets_its_json_line() {
         std::fs::write(dir.join(format!("f{i}.txt")), format!("{i}")).expect("write");
     }
     for (device, what) in [(&a, "uploaded"), (&b, "downloaded")] {
-        let folder = device.folder();
-        let stdout = device
-            .ok(&[
-                "--json",
-                "sync",
-                "start",
-                "--folder",
-                folder.to_str().expect("utf-8"),
-                "--once",
-            ])
-            .await;
+        let stdout = device.sync_once_stdout(None).await;
         let mut files = std::collections::HashSet::new();
         for line in stdout.lines() {
             let event: Value = serde_json::from_str(line).expect("a JSON line");

@@ -181,6 +181,17 @@ fn assert_fails_with(run: &Run, message: &str) {
     assert_eq!(run.stderr, format!("cairn: {message}\n"), "{run:?}");
 }
 
+/// The status `POST /auth/refresh` answers for `token`.
+async fn refresh_status(server: &TestServer, token: &str) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(format!("{}/auth/refresh", server.base))
+        .json(&json!({"refresh_token": token}))
+        .send()
+        .await
+        .expect("refresh request")
+        .status()
+}
+
 fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|err| panic!("not JSON ({err}): {text:?}"))
 }
@@ -354,13 +365,8 @@ async fn logout_revokes_the_session_and_login_uses_the_saved_server() {
     assert_eq!(run.stdout, format!("logged out of {}\n", server.base));
     assert!(run.stderr.is_empty(), "{run:?}");
     assert!(client.saved()["refresh_token"].is_null());
-    let refreshed = reqwest::Client::new()
-        .post(format!("{}/auth/refresh", server.base))
-        .json(&json!({"refresh_token": token}))
-        .send()
-        .await
-        .expect("refresh request");
-    assert_eq!(refreshed.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let refreshed = refresh_status(&server, &token).await;
+    assert_eq!(refreshed, reqwest::StatusCode::UNAUTHORIZED);
 
     let run = client.run(&["user", "whoami"]).await;
     assert_fails_with(
@@ -402,28 +408,14 @@ async fn logout_revokes_the_session_and_login_uses_the_saved_server() {
         .await;
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stderr.is_empty(), "{run:?}");
-    let refreshed = reqwest::Client::new()
-        .post(format!("{}/auth/refresh", server.base))
-        .json(&json!({"refresh_token": replaced}))
-        .send()
-        .await
-        .expect("refresh request");
-    assert_eq!(refreshed.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let refreshed = refresh_status(&server, &replaced).await;
+    assert_eq!(refreshed, reqwest::StatusCode::UNAUTHORIZED);
     let current = client.saved()["refresh_token"]
         .as_str()
         .expect("token")
         .to_owned();
-    let refreshed = reqwest::Client::new()
-        .post(format!("{}/auth/refresh", server.base))
-        .json(&json!({"refresh_token": current}))
-        .send()
-        .await
-        .expect("refresh request");
-    assert_eq!(
-        refreshed.status(),
-        reqwest::StatusCode::OK,
-        "the new session works"
-    );
+    let refreshed = refresh_status(&server, &current).await;
+    assert_eq!(refreshed, reqwest::StatusCode::OK, "the new session works");
     server.stop().await;
 }
 
