@@ -360,7 +360,7 @@ impl FsBlockStore {
         let mut kept = {
             let mut state = self.shared.lock_state();
             ids.iter()
-                .map(|id| Shared::dedup(&mut state, id))
+                .map(|id| self.shared.dedup(&mut state, id))
                 .collect::<Vec<bool>>()
         };
         if self.shared.legacy {
@@ -675,8 +675,10 @@ impl Shared {
         self.legacy_dir.join(&hex[..SHARD_HEX_LEN]).join(hex)
     }
 
-    /// A deduplicating put: true if the block is stored (its time refreshed if old).
-    fn dedup(state: &mut State, id: &BlockId) -> bool {
+    /// A deduplicating put: true if the block is stored (its time refreshed if old). A refresh
+    /// is an index record to log like a put's, so it wakes the flusher once a batch is ready:
+    /// puts wait while too many records are unlogged, and refreshes alone can make them so.
+    fn dedup(&self, state: &mut State, id: &BlockId) -> bool {
         let Some(loc) = state.index.get_mut(id) else {
             return false;
         };
@@ -685,6 +687,9 @@ impl Shared {
             loc.stored_s = now;
             let loc = *loc;
             state.unlogged.push((*id, Some(loc)));
+            if state.batch_ready() {
+                self.work.notify_one();
+            }
         }
         true
     }
@@ -702,12 +707,14 @@ impl Shared {
                 return Err(err);
             }
             while state.backlogged() && state.error.is_none() && !state.shutdown {
+                // A backlog is a ready batch: the flusher is at it, or is told to be now.
+                self.work.notify_one();
                 state = self
                     .done
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
-            if Self::dedup(&mut state, &id) {
+            if self.dedup(&mut state, &id) {
                 return Ok(dedup);
             }
         }

@@ -461,3 +461,63 @@ fn the_collector_deletes_only_blocks_not_refreshed_since_its_cutoff() {
         assert!(store.modified(id).expect("modified").expect("stored") > cutoff);
     }
 }
+
+/// Refreshes alone (deduplicated puts and `keep_many` answers for blocks stored over a minute
+/// ago) used to fill the unlogged backlog without waking the flusher: the next put then waited
+/// for a flush that never came, and a sync client's incremental upload hung for good after the
+/// server answered which of 1,024 old blocks it lacked.
+#[test]
+fn refreshes_alone_never_stall_the_next_put() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    let count = 2 * PENDING_BLOCKS_MAX + 10;
+    let blocks: Vec<Vec<u8>> = (0..count).map(|i| random_block(64, i as u64)).collect();
+    let ids: Vec<BlockId> = blocks
+        .iter()
+        .map(|data| store.put(data).expect("put").id)
+        .collect();
+    store.sync().expect("sync");
+    let age = |store: &FsBlockStore| {
+        let mut state = store.shared.lock_state();
+        for loc in state.index.values_mut() {
+            loc.stored_s -= 3600;
+        }
+    };
+    age(&store);
+    assert!(
+        store
+            .keep_many(&ids)
+            .expect("keep")
+            .iter()
+            .all(|&kept| kept)
+    );
+    age(&store);
+    // The same again through deduplicated puts, then a new block (on a thread: a stalled put
+    // waits forever).
+    let (done, finished) = std::sync::mpsc::channel();
+    let writer = Arc::clone(&store);
+    std::thread::spawn(move || {
+        let put = blocks
+            .iter()
+            .map(|data| writer.put(data).map(|p| !p.new))
+            .chain([writer.put(&random_block(64, 1_000_000)).map(|p| p.new)])
+            .collect::<Result<Vec<bool>>>();
+        let _ = done.send(put);
+    });
+    let put = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("puts after many refreshes finish");
+    assert!(
+        put.expect("puts").iter().all(|&ok| ok),
+        "deduplicated, then a new block"
+    );
+    store.sync().expect("sync");
+    drop(store);
+    let store = open(dir.path());
+    let cutoff = SystemTime::now() - Duration::from_secs(600);
+    assert!(
+        ids.iter()
+            .all(|id| store.modified(id).expect("modified").expect("stored") > cutoff),
+        "the refreshes were logged"
+    );
+}
