@@ -1768,7 +1768,7 @@ impl Engine {
         self.state.scan.retain(|path, record| {
             if written.contains(path) {
                 // Looked at after `now` was taken: any change since has a later change time.
-                cacheable(record, now)
+                written_cacheable(record, now)
                     && fs::symlink_metadata(root.join(path)).is_ok_and(|m| same_stat(record, &m))
             } else {
                 cacheable(record, before)
@@ -2011,6 +2011,16 @@ fn fs_now(state_dir: &Path) -> Option<i64> {
 fn cacheable(record: &ScanRecord, stamp_ns: i64) -> bool {
     // Only the change time: it cannot be set by hand, while an mtime may be anywhere.
     record.ctime_ns < stamp_ns
+}
+
+/// [`cacheable`] for a file this engine wrote. Its modification time is the entry's own, set
+/// by the engine and older than the write (a download keeps the remote one): anyone writing the
+/// file later moves it to the time of that write, so even a change within the stamp's own tick
+/// cannot look like the record. Without this, a download that ends in the tick its pass settles
+/// in (on a coarse clock, the usual case for the last one) was read and hashed again by the
+/// next scan: 500 MiB for a big file.
+fn written_cacheable(record: &ScanRecord, stamp_ns: i64) -> bool {
+    cacheable(record, stamp_ns) || record.mtime_ns < record.ctime_ns
 }
 
 fn same_stat(record: &ScanRecord, meta: &fs::Metadata) -> bool {
@@ -2309,6 +2319,20 @@ mod tests {
         // Changed in the stamp's own tick: a second change in that tick would look the same.
         assert!(!cacheable(&record(6), 6));
         assert!(!cacheable(&record(7), 6));
+    }
+
+    #[test]
+    fn a_written_file_with_its_old_mtime_is_trusted_even_in_the_stamps_tick() {
+        let written = |mtime_ns, ctime_ns| ScanRecord {
+            mtime_ns,
+            ..record(ctime_ns)
+        };
+        // A download of a file last modified at 2, renamed into place at 6.
+        assert!(written_cacheable(&written(2, 6), 6));
+        assert!(written_cacheable(&written(2, 5), 6));
+        // Written in the stamp's tick with a current mtime: a second write would look the same.
+        assert!(!written_cacheable(&written(6, 6), 6));
+        assert!(written_cacheable(&written(5, 5), 6));
     }
 
     #[test]
