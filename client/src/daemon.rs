@@ -521,6 +521,11 @@ impl Daemon {
                 status.paused = false;
                 status.state = "syncing".into();
             }
+            // The pass scans the whole folder first: what the watcher saw so far (this daemon's
+            // own downloads, mostly) is in that scan, and would only wake it for another.
+            if let Some(watcher) = watcher.as_mut() {
+                watcher.forget_pending();
+            }
             let outcome = self.pass().await;
             let worked = self.record(&outcome);
             match outcome {

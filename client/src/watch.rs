@@ -80,6 +80,14 @@ impl FolderWatcher {
             }
         }
     }
+
+    /// Forgets the changes seen so far. For a caller about to scan the whole folder: the scan
+    /// sees every change made before it starts, so their events would only wake it for a second
+    /// look at the same thing (a download's own writes, say).
+    pub fn forget_pending(&mut self) {
+        while self.events.try_recv().is_ok() {}
+        self.burst = None;
+    }
 }
 
 fn reason(err: &notify::Error) -> String {
@@ -123,6 +131,20 @@ mod tests {
         // The burst was absorbed: no second wake-up without a new change.
         let again = tokio::time::timeout(Duration::from_millis(600), watcher.changed()).await;
         assert!(again.is_err(), "one burst, one wake-up");
+        // Changes made before a full scan need no wake-up after it.
+        for i in 0..5 {
+            std::fs::write(dir.path().join(format!("sub/scanned{i}")), b"s").expect("write");
+        }
+        // inotify delivers through a thread: give it the time to pass the events on.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        watcher.forget_pending();
+        let quiet = tokio::time::timeout(Duration::from_millis(600), watcher.changed()).await;
+        assert!(quiet.is_err(), "changes before the scan were forgotten");
+        std::fs::write(dir.path().join("sub/after"), b"a").expect("write");
+        let woke = tokio::time::timeout(Duration::from_secs(10), watcher.changed())
+            .await
+            .expect("a change after the scan is seen");
+        assert!(woke);
         // A change in a directory created after the watch started is seen too.
         std::fs::create_dir(dir.path().join("new")).expect("mkdir");
         let woke = tokio::time::timeout(Duration::from_secs(10), watcher.changed())
