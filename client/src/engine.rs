@@ -1229,7 +1229,7 @@ impl Engine {
                 }
                 let remote = remote.clone();
                 in_flight.spawn(async move {
-                    let stored = remote.put_nodes(&blocks).await?;
+                    let stored = remote.put_nodes(blocks).await?;
                     if stored != ids {
                         return Err(SyncError::Local(
                             "the local tree node cache is damaged (a node does not hash to its id); move the folder's sync state away to rebuild it".into(),
@@ -1324,7 +1324,7 @@ impl Engine {
             let remote = remote.clone();
             in_flight.spawn(async move {
                 let bytes: usize = data.iter().map(Vec::len).sum();
-                let stored = remote.put_blocks(&data).await?;
+                let stored = remote.put_blocks(data).await?;
                 if let Some((_, path, ..)) = batch
                     .iter()
                     .zip(&stored)
@@ -1833,23 +1833,29 @@ async fn write_file(
     } else {
         File::open(full).ok()
     };
+    if let Some(old) = &old {
+        // Read front to back: a larger readahead.
+        let _ = rustix::fs::fadvise(old, 0, None, rustix::fs::Advice::Sequential);
+    }
+    // Blocks copied from the old version go through one buffer, not a new one each.
+    let mut copy = Vec::new();
     let mut offset = 0u64;
     for b in file.blocks() {
         let copied = match (have.get(&b.id), old.as_ref()) {
             (Some((off, len)), Some(old)) => {
-                let mut buf = vec![0u8; *len as usize];
-                old.read_exact_at(&mut buf, *off)
-                    .ok()
-                    .map(|()| buf)
-                    .filter(|buf| BlockId::of(buf) == b.id)
+                copy.resize(*len as usize, 0);
+                old.read_exact_at(&mut copy, *off).is_ok() && BlockId::of(&copy) == b.id
             }
-            _ => None,
+            _ => false,
         };
-        let bytes = match copied {
-            Some(bytes) => bytes,
-            None => fetch.take(&b.id).await.map_err(WriteError::Remote)?,
+        let fetched;
+        let bytes = if copied {
+            &copy
+        } else {
+            fetched = fetch.take(&b.id).await.map_err(WriteError::Remote)?;
+            &fetched
         };
-        out.write_all_at(&bytes, offset)
+        out.write_all_at(bytes, offset)
             .map_err(|e| WriteError::Local(e.to_string()))?;
         offset += u64::from(b.len);
     }

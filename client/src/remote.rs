@@ -214,7 +214,7 @@ impl Remote {
             token: token.to_owned(),
             device: device.to_owned(),
         };
-        match self.call(&request, &[]).await?.0 {
+        match self.call(&request, Vec::new()).await?.0 {
             Response::Hello { .. } => Ok(()),
             other => Err(unexpected("hello", other)),
         }
@@ -270,12 +270,12 @@ impl Remote {
         }
     }
 
-    /// Sends a request (and raw frames after it); returns the answer and the stream to read
-    /// any frames that follow it.
+    /// Sends a request (and raw frames after it, handed to the stream without a copy); returns
+    /// the answer and the stream to read any frames that follow it.
     async fn call(
         &self,
         request: &Request,
-        frames: &[Vec<u8>],
+        frames: Vec<Vec<u8>>,
     ) -> Result<(Response, quinn::RecvStream), RemoteError> {
         self.call_as(request.name(), request, frames).await
     }
@@ -286,7 +286,7 @@ impl Remote {
         &self,
         name: &'static str,
         request: &Request,
-        frames: &[Vec<u8>],
+        frames: Vec<Vec<u8>>,
     ) -> Result<(Response, quinn::RecvStream), RemoteError> {
         let fault = self.fault_at(self.link.calls.fetch_add(1, Ordering::SeqCst), name);
         if fault.is_some() {
@@ -333,7 +333,7 @@ impl Remote {
         let request = Request::GetHead {
             folder: self.link.folder.clone(),
         };
-        match self.call(&request, &[]).await?.0 {
+        match self.call(&request, Vec::new()).await?.0 {
             Response::Head { seq, root } => Ok((seq, root)),
             other => Err(unexpected("get_head", other)),
         }
@@ -348,7 +348,7 @@ impl Remote {
             folder: self.link.folder.clone(),
             ids: ids.to_vec(),
         };
-        let (response, mut recv) = self.call(&request, &[]).await?;
+        let (response, mut recv) = self.call(&request, Vec::new()).await?;
         match response {
             Response::Nodes { count } if count as usize == ids.len() => {
                 read_frames(&mut recv, ids.len()).await
@@ -367,7 +367,7 @@ impl Remote {
             folder: self.link.folder.clone(),
             ids: ids.to_vec(),
         };
-        let (response, mut recv) = self.call(&request, &[]).await?;
+        let (response, mut recv) = self.call(&request, Vec::new()).await?;
         let blocks = match response {
             Response::Blocks { count } if count as usize == ids.len() => {
                 read_frames(&mut recv, ids.len()).await?
@@ -441,7 +441,7 @@ impl Remote {
             folder: self.link.folder.clone(),
             ids: ids.to_vec(),
         };
-        match self.call_as(name, &request, &[]).await?.0 {
+        match self.call_as(name, &request, Vec::new()).await?.0 {
             Response::Lacking { indices } => Ok(indices
                 .into_iter()
                 .map(|i| i as usize)
@@ -455,7 +455,7 @@ impl Remote {
     ///
     /// # Errors
     /// [`RemoteError`].
-    pub async fn put_blocks(&self, blocks: &[Vec<u8>]) -> Result<Vec<BlockId>, RemoteError> {
+    pub async fn put_blocks(&self, blocks: Vec<Vec<u8>>) -> Result<Vec<BlockId>, RemoteError> {
         self.put_as("put_blocks", blocks).await
     }
 
@@ -464,25 +464,26 @@ impl Remote {
     ///
     /// # Errors
     /// [`RemoteError`].
-    pub async fn put_nodes(&self, nodes: &[Vec<u8>]) -> Result<Vec<BlockId>, RemoteError> {
+    pub async fn put_nodes(&self, nodes: Vec<Vec<u8>>) -> Result<Vec<BlockId>, RemoteError> {
         self.put_as("put_nodes", nodes).await
     }
 
     async fn put_as(
         &self,
         name: &'static str,
-        blocks: &[Vec<u8>],
+        blocks: Vec<Vec<u8>>,
     ) -> Result<Vec<BlockId>, RemoteError> {
         let started = Instant::now();
+        let count = blocks.len();
+        let bytes: usize = blocks.iter().map(Vec::len).sum();
         let request = Request::PutBlocks {
             folder: self.link.folder.clone(),
-            count: u32::try_from(blocks.len()).unwrap_or(u32::MAX),
+            count: u32::try_from(count).unwrap_or(u32::MAX),
         };
         let ids = match self.call_as(name, &request, blocks).await?.0 {
-            Response::Stored { ids, .. } if ids.len() == blocks.len() => ids,
+            Response::Stored { ids, .. } if ids.len() == count => ids,
             other => return Err(unexpected(name, other)),
         };
-        let bytes: usize = blocks.iter().map(Vec::len).sum();
         self.link.up.pace(started, bytes as u64).await;
         Ok(ids)
     }
@@ -510,7 +511,7 @@ impl Remote {
             base_seq,
             root,
         };
-        match self.call_as("checkpoint", &request, &[]).await?.0 {
+        match self.call_as("checkpoint", &request, Vec::new()).await?.0 {
             Response::Committed { seq } => Ok(CommitResult::Committed(seq)),
             Response::Stale { seq, root } => Ok(CommitResult::Stale(seq, root)),
             other => Err(unexpected("checkpoint", other)),
@@ -543,7 +544,7 @@ impl Remote {
                 kept: kept.to_vec(),
             }
         };
-        match self.call(&request, &[]).await?.0 {
+        match self.call(&request, Vec::new()).await?.0 {
             Response::Committed { seq } => Ok(CommitResult::Committed(seq)),
             Response::Stale { seq, root } => Ok(CommitResult::Stale(seq, root)),
             other => Err(unexpected("commit", other)),

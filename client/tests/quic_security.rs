@@ -91,7 +91,7 @@ async fn block_hashes_are_not_capabilities() {
     let secret = b"alice's secret".to_vec();
     let (root_bytes, file_bytes, root) = tree_with(&[&secret], secret.len() as u64);
     alice
-        .put_blocks(&[secret.clone(), file_bytes, root_bytes])
+        .put_blocks(vec![secret.clone(), file_bytes, root_bytes])
         .await
         .expect("put");
     let (seq, _) = alice.head().await.expect("head");
@@ -135,21 +135,21 @@ async fn forged_commits_are_refused() {
     // A tree whose blocks were never uploaded.
     let (root_bytes, file_bytes, root) = tree_with(&[&data], data.len() as u64);
     remote
-        .put_blocks(&[file_bytes.clone(), root_bytes.clone()])
+        .put_blocks(vec![file_bytes.clone(), root_bytes.clone()])
         .await
         .expect("put nodes");
     assert_eq!(code(remote.commit(0, root).await), ErrorCode::Missing);
     // A directory entry that lies about the file's size (to dodge the quota).
     let (root_bytes, file_bytes, root) = tree_with(&[&data], 1);
     remote
-        .put_blocks(&[data.clone(), file_bytes, root_bytes])
+        .put_blocks(vec![data.clone(), file_bytes, root_bytes])
         .await
         .expect("put");
     assert_eq!(code(remote.commit(0, root).await), ErrorCode::InvalidTree);
     // A root that is a file node.
     let (_, file_bytes, _) = tree_with(&[&data], data.len() as u64);
     remote
-        .put_blocks(std::slice::from_ref(&file_bytes))
+        .put_blocks(vec![file_bytes.clone()])
         .await
         .expect("put");
     assert_eq!(
@@ -159,7 +159,7 @@ async fn forged_commits_are_refused() {
     // A good tree commits once; the same base again is stale.
     let (root_bytes, file_bytes, root) = tree_with(&[&data], data.len() as u64);
     remote
-        .put_blocks(&[file_bytes, root_bytes])
+        .put_blocks(vec![file_bytes, root_bytes])
         .await
         .expect("put");
     assert_eq!(
@@ -177,6 +177,6 @@ async fn forged_commits_are_refused() {
     let (root_bytes, file_bytes, root) = tree_with(&halves, big.len() as u64);
     let mut blocks: Vec<Vec<u8>> = halves.iter().map(|h| h.to_vec()).collect();
     blocks.extend([file_bytes, root_bytes]);
-    remote.put_blocks(&blocks).await.expect("put");
+    remote.put_blocks(blocks).await.expect("put");
     assert_eq!(code(remote.commit(1, root).await), ErrorCode::OverQuota);
 }

@@ -76,13 +76,16 @@ pub async fn write_control<T: Serialize>(
     Ok(())
 }
 
-/// Writes one raw frame.
+/// Writes one raw frame. The stream takes the buffer as it is (no copy into its own).
 ///
 /// # Errors
 /// [`StreamError`].
-pub async fn write_raw(send: &mut SendStream, bytes: &[u8]) -> Result<(), StreamError> {
+pub async fn write_raw(send: &mut SendStream, bytes: Vec<u8>) -> Result<(), StreamError> {
     let header = wire::raw_header(bytes.len())?;
-    send.write_all(&header).await?;
-    send.write_all(bytes).await?;
+    send.write_all_chunks(&mut [
+        bytes::Bytes::copy_from_slice(&header),
+        bytes::Bytes::from(bytes),
+    ])
+    .await?;
     Ok(())
 }

@@ -449,7 +449,7 @@ async fn send_blocks(
     state
         .metrics
         .quic_sent(blocks.iter().map(|b| b.len() as u64).sum());
-    for block in &blocks {
+    for block in blocks {
         if write_raw(send, block).await.is_err() {
             // The client went away; nothing to answer.
             return Ok(());

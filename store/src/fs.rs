@@ -925,18 +925,19 @@ impl Shared {
         Ok(file)
     }
 
-    fn read_stored(&self, id: &BlockId) -> Result<Vec<u8>> {
+    /// A block's stored header byte and payload. They are read apart (one `preadv`), so a raw
+    /// block's payload is the block, with no copy to take the header off.
+    fn read_stored(&self, id: &BlockId) -> Result<(u8, Vec<u8>)> {
         // A compaction may move the block between the lookup and the read.
         for _ in 0..3 {
             let Some(loc) = self.lock_state().index.get(id).copied() else {
                 break;
             };
-            let mut stored = vec![0u8; loc.len as usize];
             let read = self
                 .reader(loc.pack)
-                .and_then(|file| file.read_exact_at(&mut stored, u64::from(loc.offset)));
+                .and_then(|file| read_record(&file, u64::from(loc.offset), loc.len as usize));
             match read {
-                Ok(()) => return Ok(stored),
+                Ok(stored) => return Ok(stored),
                 Err(err) if err.kind() == ErrorKind::NotFound => {}
                 Err(err) if err.kind() == ErrorKind::UnexpectedEof => {
                     return Err(Error::BlockCorrupt {
@@ -951,10 +952,18 @@ impl Shared {
             return Err(Error::BlockMissing(*id));
         }
         let path = self.legacy_path(id);
-        fs::read(&path).map_err(|err| match err.kind() {
+        let mut stored = fs::read(&path).map_err(|err| match err.kind() {
             ErrorKind::NotFound => Error::BlockMissing(*id),
             _ => Error::io("reading", path, err),
-        })
+        })?;
+        if stored.is_empty() {
+            return Err(Error::BlockCorrupt {
+                id: *id,
+                actual: BlockId::of(&[]),
+            });
+        }
+        let header = stored.remove(0);
+        Ok((header, stored))
     }
 
     fn legacy_exists(&self, id: &BlockId) -> Result<bool> {
@@ -993,8 +1002,8 @@ impl Shared {
     }
 
     fn get(&self, id: &BlockId) -> Result<Vec<u8>> {
-        let stored = self.read_stored(id)?;
-        let data = decode_block(id, &stored)?;
+        let (header, payload) = self.read_stored(id)?;
+        let data = decode_block(id, header, payload)?;
         let actual = BlockId::of(&data);
         if actual != *id {
             return Err(Error::BlockCorrupt { id: *id, actual });
@@ -1287,21 +1296,44 @@ fn worth_compressing(data: &[u8], level: i32) -> bool {
     compress(sample, level).is_some_and(|packed| packed.len() < sample.len() * 15 / 16)
 }
 
-fn decode_block(id: &BlockId, stored: &[u8]) -> Result<Vec<u8>> {
-    let corrupt = || Error::BlockCorrupt {
-        id: *id,
-        actual: BlockId::of(stored),
-    };
-    let (&header, payload) = stored.split_first().ok_or_else(corrupt)?;
+fn decode_block(id: &BlockId, header: u8, payload: Vec<u8>) -> Result<Vec<u8>> {
     match header {
-        HEADER_RAW => Ok(payload.to_vec()),
+        HEADER_RAW => Ok(payload),
         // The capacity bounds decompression: a damaged or hostile payload cannot expand past
         // the largest block.
-        HEADER_ZSTD => {
-            zstd::bulk::decompress(payload, BLOCK_SIZE_MAX as usize).map_err(|_| corrupt())
-        }
+        HEADER_ZSTD => zstd::bulk::decompress(&payload, BLOCK_SIZE_MAX as usize).map_err(|_| {
+            Error::BlockCorrupt {
+                id: *id,
+                actual: BlockId::of(&payload),
+            }
+        }),
         header => Err(Error::BlockFormat { id: *id, header }),
     }
+}
+
+/// Reads the `len` stored bytes at `offset`: the header byte and the payload, into their own
+/// buffers.
+fn read_record(file: &File, offset: u64, len: usize) -> std::io::Result<(u8, Vec<u8>)> {
+    if len == 0 {
+        return Err(ErrorKind::UnexpectedEof.into());
+    }
+    let mut header = [0u8; 1];
+    let mut payload = vec![0u8; len - 1];
+    let read = rustix::io::preadv(
+        file,
+        &mut [
+            std::io::IoSliceMut::new(&mut header),
+            std::io::IoSliceMut::new(&mut payload),
+        ],
+        offset,
+    )?;
+    match read {
+        0 => return Err(ErrorKind::UnexpectedEof.into()),
+        // A short read (rare on a regular file): the rest of the payload.
+        n if n < len => file.read_exact_at(&mut payload[n - 1..], offset + n as u64)?,
+        _ => {}
+    }
+    Ok((header[0], payload))
 }
 
 #[cfg(test)]
