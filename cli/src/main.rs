@@ -5,6 +5,9 @@
 //! `--json`, also `{"error": {"code", "message"}}` on stdout) and status 1, 2 for a usage
 //! error, or 3 when the command stopped for the user to decide (mass-delete guard, an
 //! incomplete backup or restore, conflicts found by `sync start --once`). A closed stdout pipe is not a failure.
+//!
+//! `CAIRN_LOG` (a tracing filter such as `debug` or `cairn_client=debug`, as for the server)
+//! turns on diagnostic logs on stderr; without it `cairn` prints only its own lines.
 
 // A binary talks to its user on stdout and stderr; all of it goes through `output`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -28,7 +31,13 @@ use clap::Parser;
 use crate::args::{Cli, Command, ConfigCommand, SyncCommand, UserCommand};
 use crate::output::{Report, error_code, print_failure, print_report};
 
+/// jemalloc, not glibc's malloc: a long-running `cairn sync start` gives memory back to the
+/// system after each pass (glibc's per-thread arenas kept each pass's high-water mark).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
+    init_logs();
     // Parsing may fail before `--json` is known; look for it by hand so usage errors have the
     // JSON shape too.
     let json_requested = std::env::args_os().any(|arg| arg == "--json");
@@ -53,6 +62,23 @@ fn main() -> ExitCode {
             print_failure(code, &format!("{err:#}"), json);
             exit_status(code)
         }
+    }
+}
+
+/// Diagnostic logs on stderr when `CAIRN_LOG` asks for them. A filter that does not parse is
+/// reported and ignored: logs are an aid, not a reason to refuse the command.
+fn init_logs() {
+    let Some(spec) = std::env::var_os("CAIRN_LOG") else {
+        return;
+    };
+    let spec = spec.to_string_lossy();
+    match tracing_subscriber::EnvFilter::try_new(spec.as_ref()) {
+        Ok(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        Err(err) => eprintln!("cairn: ignoring CAIRN_LOG='{spec}': {err}"),
     }
 }
 

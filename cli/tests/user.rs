@@ -380,13 +380,17 @@ async fn logout_revokes_the_session_and_login_uses_the_saved_server() {
         json!("not_logged_in")
     );
 
-    let run = client
-        .run_with(
-            &["user", "login", "--username", "dan"],
-            "",
-            &[("CAIRN_PASSWORD", PASSWORD)],
-        )
-        .await;
+    // Login by the saved server: no --server.
+    let log_in = async || {
+        client
+            .run_with(
+                &["user", "login", "--username", "dan"],
+                "",
+                &[("CAIRN_PASSWORD", PASSWORD)],
+            )
+            .await
+    };
+    let run = log_in().await;
     assert_eq!(run.code, 0, "{run:?}");
     let run = client.run(&["--json", "user", "whoami"]).await;
     assert_eq!(run.code, 0, "{run:?}");
@@ -399,13 +403,7 @@ async fn logout_revokes_the_session_and_login_uses_the_saved_server() {
         .as_str()
         .expect("token")
         .to_owned();
-    let run = client
-        .run_with(
-            &["user", "login", "--username", "dan"],
-            "",
-            &[("CAIRN_PASSWORD", PASSWORD)],
-        )
-        .await;
+    let run = log_in().await;
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stderr.is_empty(), "{run:?}");
     let refreshed = refresh_status(&server, &replaced).await;

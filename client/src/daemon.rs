@@ -411,7 +411,9 @@ impl Daemon {
                 self.remote.hello(&token.0, &self.device).await?;
             }
             Err(SyncError::Remote(
-                err @ (RemoteError::Stream(_) | RemoteError::Connect { .. }),
+                err @ (RemoteError::Stream(_)
+                | RemoteError::Connect { .. }
+                | RemoteError::Stalled { .. }),
             )) => {
                 self.warn(format!(
                     "the connection to the server was lost ({}); reconnecting",

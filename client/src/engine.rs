@@ -444,10 +444,24 @@ impl Engine {
     /// [`SyncError`]; the state is saved only after a pass that completed its commit, so a
     /// failed pass is simply repeated.
     pub async fn pass(&mut self, remote: &Remote) -> Result<PassSummary, SyncError> {
+        let started = std::time::Instant::now();
         let result = self.pass_inner(remote).await;
-        if result.is_err() {
-            // Not saved, but the next pass of this engine starts from the same cache.
-            self.settle_scan_cache();
+        match &result {
+            Ok(s) => tracing::debug!(
+                seq = s.seq,
+                in_sync = s.in_sync,
+                uploaded = s.uploaded,
+                downloaded = s.downloaded,
+                bytes_up = s.bytes_up,
+                bytes_down = s.bytes_down,
+                elapsed = ?started.elapsed(),
+                "pass done"
+            ),
+            Err(err) => {
+                tracing::debug!(error = %err, elapsed = ?started.elapsed(), "pass failed");
+                // Not saved, but the next pass of this engine starts from the same cache.
+                self.settle_scan_cache();
+            }
         }
         result
     }

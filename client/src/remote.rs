@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cairn_protocol::stream::{StreamError, read_control, read_raw, write_control, write_raw};
 use cairn_protocol::wire::{self, ErrorCode, KeptVersion, Request, Response};
@@ -49,7 +49,25 @@ pub enum RemoteError {
         /// Which request.
         request: &'static str,
     },
+    /// The connection is up but the server made no progress on a request for too long (a
+    /// stuck or overloaded server): the connection is closed, so the pass can start again on
+    /// a new one instead of waiting for ever.
+    #[error(
+        "the server made no progress on {request} for {} s; the connection was closed (is the server overloaded or stuck? its log may say)",
+        after.as_secs()
+    )]
+    Stalled {
+        /// Which request.
+        request: &'static str,
+        /// How long nothing moved.
+        after: Duration,
+    },
 }
+
+/// How long a request may make no progress (no answer, no frame read, no frame taken by the
+/// stream) before the connection is given up: far longer than any request takes on a working
+/// server, short enough that a stuck one turns into an error and a reconnect.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl RemoteError {
     /// The server's error code, when it refused.
@@ -115,6 +133,8 @@ struct Link {
     fault: std::sync::Mutex<Option<(u64, Fault)>>,
     /// Called with each request's name just before it is sent (see [`Remote::on_request`]).
     hook: std::sync::Mutex<Option<RequestHook>>,
+    /// [`STALL_TIMEOUT`], or what [`Remote::set_stall_timeout`] set, in milliseconds.
+    stall_ms: AtomicU64,
 }
 
 /// See [`Remote::on_request`].
@@ -198,10 +218,36 @@ impl Remote {
                 calls: AtomicU64::new(0),
                 fault: std::sync::Mutex::new(None),
                 hook: std::sync::Mutex::new(None),
+                stall_ms: AtomicU64::new(millis(STALL_TIMEOUT)),
             }),
         };
         remote.hello(token, device).await?;
+        tracing::debug!(%addr, folder, "connected");
         Ok(remote)
+    }
+
+    /// Sets how long a request may make no progress before the connection is given up (see
+    /// [`STALL_TIMEOUT`], the default).
+    pub fn set_stall_timeout(&self, after: Duration) {
+        self.link.stall_ms.store(millis(after), Ordering::Relaxed);
+    }
+
+    /// Runs one step of a request (sending it, reading its answer or one of its frames) under
+    /// the stall timeout; a step that takes longer closes the connection.
+    async fn watched<T>(
+        &self,
+        request: &'static str,
+        step: impl Future<Output = Result<T, RemoteError>>,
+    ) -> Result<T, RemoteError> {
+        let after = Duration::from_millis(self.link.stall_ms.load(Ordering::Relaxed));
+        match tokio::time::timeout(after, step).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(request, ?after, "no progress; closing the connection");
+                self.close();
+                Err(RemoteError::Stalled { request, after })
+            }
+        }
     }
 
     /// Authenticates the connection (again) with an access token.
@@ -300,17 +346,26 @@ impl Remote {
             hook(name);
         }
         let (mut send, mut recv) = self
-            .link
-            .connection
-            .open_bi()
-            .await
-            .map_err(|e| RemoteError::Stream(StreamError::Write(e.into())))?;
-        write_control(&mut send, request).await?;
+            .watched(name, async {
+                self.link
+                    .connection
+                    .open_bi()
+                    .await
+                    .map_err(|e| RemoteError::Stream(StreamError::Write(e.into())))
+            })
+            .await?;
+        self.watched(name, async { Ok(write_control(&mut send, request).await?) })
+            .await?;
         for frame in frames {
-            write_raw(&mut send, frame).await?;
+            self.watched(name, async { Ok(write_raw(&mut send, frame).await?) })
+                .await?;
         }
         let _ = send.finish();
-        let response: Response = read_control(&mut recv).await?;
+        let sent = Instant::now();
+        let response: Response = self
+            .watched(name, async { Ok(read_control(&mut recv).await?) })
+            .await?;
+        tracing::trace!(request = name, answered_in = ?sent.elapsed(), "answer");
         if let Some(Fault::LoseAnswer(_) | Fault::LoseAnswerTo(_)) = fault {
             self.close();
             return Err(self.lost().await);
@@ -351,7 +406,7 @@ impl Remote {
         let (response, mut recv) = self.call(&request, Vec::new()).await?;
         match response {
             Response::Nodes { count } if count as usize == ids.len() => {
-                read_frames(&mut recv, ids.len()).await
+                self.read_frames("get_nodes", &mut recv, ids.len()).await
             }
             other => Err(unexpected("get_nodes", other)),
         }
@@ -370,7 +425,7 @@ impl Remote {
         let (response, mut recv) = self.call(&request, Vec::new()).await?;
         let blocks = match response {
             Response::Blocks { count } if count as usize == ids.len() => {
-                read_frames(&mut recv, ids.len()).await?
+                self.read_frames("get_blocks", &mut recv, ids.len()).await?
             }
             other => return Err(unexpected("get_blocks", other)),
         };
@@ -557,17 +612,29 @@ impl Remote {
     pub fn close(&self) {
         self.link.connection.close(0u32.into(), b"done");
     }
+
+    /// The `count` raw frames that follow an answer, each under the stall timeout.
+    async fn read_frames(
+        &self,
+        request: &'static str,
+        recv: &mut quinn::RecvStream,
+        count: usize,
+    ) -> Result<Vec<Vec<u8>>, RemoteError> {
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let frame = self
+                .watched(request, async {
+                    Ok(read_raw(recv, wire::RAW_FRAME_MAX).await?)
+                })
+                .await?;
+            out.push(frame);
+        }
+        Ok(out)
+    }
 }
 
-async fn read_frames(
-    recv: &mut quinn::RecvStream,
-    count: usize,
-) -> Result<Vec<Vec<u8>>, RemoteError> {
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        out.push(read_raw(recv, wire::RAW_FRAME_MAX).await?);
-    }
-    Ok(out)
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn unexpected(request: &'static str, response: Response) -> RemoteError {

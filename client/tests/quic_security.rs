@@ -1,8 +1,12 @@
 //! The QUIC endpoint's refusals: no hello, a bad token, another user's blocks and nodes, forged
-//! commits (blocks never uploaded, wrong sizes, a stale base), a changed certificate.
+//! commits (blocks never uploaded, wrong sizes, a stale base), a changed certificate; and the
+//! client's answer to a server that takes a request and never answers it.
+
+use std::time::{Duration, Instant};
 
 use cairn_client::remote::{CommitResult, Remote, RemoteError, Trust};
-use cairn_protocol::wire::ErrorCode;
+use cairn_protocol::stream::{read_control, write_control};
+use cairn_protocol::wire::{ErrorCode, Limits, PROTOCOL_VERSION, Request, Response};
 use cairn_store::dir::chunk_dir;
 use cairn_store::node::{BlockRef, DirEntry, EntryKind, FileNode, Name, Node};
 use cairn_store::{BlockId, NodeId};
@@ -179,4 +183,102 @@ async fn forged_commits_are_refused() {
     blocks.extend([file_bytes, root_bytes]);
     remote.put_blocks(blocks).await.expect("put");
     assert_eq!(code(remote.commit(1, root).await), ErrorCode::OverQuota);
+}
+
+/// A stand-in sync endpoint (the server's own TLS set-up) that says hello, answers the first
+/// `get_head` late but within the client's stall timeout, and takes every later request without
+/// ever answering it: a stuck server whose connection is still alive.
+async fn stuck_server(dir: &std::path::Path, late: Duration) -> (std::net::SocketAddr, String) {
+    let tls = cairn_server::quic::load_tls(None, dir).expect("tls");
+    let endpoint =
+        cairn_server::quic::bind("127.0.0.1:0".parse().expect("addr"), &tls).expect("bind");
+    let addr = endpoint.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let connection = endpoint
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("handshake");
+        let mut heads = 0;
+        let mut held = Vec::new();
+        while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+            let answer = match read_control::<Request>(&mut recv).await.expect("request") {
+                Request::Hello { .. } => Response::Hello {
+                    version: PROTOCOL_VERSION,
+                    limits: Limits {
+                        control_frame_max: 1 << 20,
+                        raw_frame_max: 1 << 24,
+                        ids_per_request_max: 1024,
+                        streams_max: 16,
+                    },
+                    user: "ann".into(),
+                },
+                Request::GetHead { .. } if heads == 0 => {
+                    heads += 1;
+                    tokio::time::sleep(late).await;
+                    Response::Head {
+                        seq: 7,
+                        root: NodeId::of(b"root"),
+                    }
+                }
+                _ => {
+                    held.push((send, recv));
+                    continue;
+                }
+            };
+            write_control(&mut send, &answer).await.expect("answer");
+            let _ = send.finish();
+        }
+        drop(endpoint);
+    });
+    (addr, tls.fingerprint)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_is_given_up_after_the_stall_timeout() {
+    let dir = tempfile::tempdir().expect("dir");
+    let stall = Duration::from_millis(1500);
+    let (addr, fingerprint) = stuck_server(dir.path(), Duration::from_millis(600)).await;
+    let remote = Remote::connect(
+        addr,
+        "localhost",
+        &Trust::Pinned(fingerprint),
+        "any-token",
+        "test-device",
+        "default",
+    )
+    .await
+    .expect("connect");
+    remote.set_stall_timeout(stall);
+
+    // Slow, but within the timeout: answered.
+    assert_eq!(
+        remote.head().await.expect("a late answer"),
+        (7, NodeId::of(b"root"))
+    );
+
+    // Never answered: an error once the timeout has passed, not a wait for ever.
+    let started = Instant::now();
+    let stuck = tokio::time::timeout(Duration::from_secs(30), remote.head())
+        .await
+        .expect("the client gave up by itself");
+    let waited = started.elapsed();
+    match stuck {
+        Err(RemoteError::Stalled { request, after }) => {
+            assert_eq!(request, "get_head");
+            assert_eq!(after, stall);
+        }
+        other => panic!("expected a stall, got {other:?}"),
+    }
+    assert!(waited >= stall, "gave up early, after {waited:?}");
+    let message = remote
+        .head()
+        .await
+        .expect_err("the connection is closed")
+        .to_string();
+    assert!(
+        message.contains("connection"),
+        "a request after the stall fails on the closed connection: {message}"
+    );
 }

@@ -17,6 +17,11 @@ mod ui;
 
 use std::process::ExitCode;
 
+/// jemalloc for Rust's allocations, as in `cairn`: the sync daemon this app runs gives memory
+/// back to the system between passes (glibc's arenas kept each pass's high-water mark).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const HELP: &str = "\
 cairn-desktop: Cairn's desktop app — keeps a folder in sync with a Cairn server.
 
