@@ -66,8 +66,10 @@ const OPEN_PACKS_MAX: usize = 64;
 const REFRESH_AFTER_S: u32 = 60;
 /// Hex digits of a legacy block's shard directory.
 const SHARD_HEX_LEN: usize = 2;
-/// Bytes sampled to decide whether a block is worth compressing.
+/// Most bytes sampled to decide whether a block is worth compressing.
 const COMPRESS_SAMPLE_SIZE: usize = 16 * 1024;
+/// Fewest bytes sampled; a block under twice this is compressed whole.
+const COMPRESS_SAMPLE_MIN: usize = 4 * 1024;
 
 /// Whether and how blocks are compressed at rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1285,14 +1287,18 @@ fn encode_record(id: &BlockId, data: &[u8], compression: Compression) -> (Vec<u8
     (out, raw)
 }
 
-/// Compresses a sample from the middle of a large block; already-compressed data (media,
-/// archives) fails fast here and skips the full compression.
+/// Compresses a sample from the middle of a block (a quarter of it, between
+/// [`COMPRESS_SAMPLE_MIN`] and [`COMPRESS_SAMPLE_SIZE`]); already-compressed data (media,
+/// archives) fails fast here and skips the full compression. Blocks too small for a sample are
+/// compressed whole. Small files are one block each, so sampling them too takes most of the
+/// zstd time out of an upload of many small incompressible files.
 fn worth_compressing(data: &[u8], level: i32) -> bool {
-    if data.len() < 4 * COMPRESS_SAMPLE_SIZE {
+    if data.len() < 2 * COMPRESS_SAMPLE_MIN {
         return true;
     }
-    let mid = data.len() / 2;
-    let sample = &data[mid - COMPRESS_SAMPLE_SIZE / 2..mid + COMPRESS_SAMPLE_SIZE / 2];
+    let len = (data.len() / 4).clamp(COMPRESS_SAMPLE_MIN, COMPRESS_SAMPLE_SIZE);
+    let start = (data.len() - len) / 2;
+    let sample = &data[start..start + len];
     compress(sample, level).is_some_and(|packed| packed.len() < sample.len() * 15 / 16)
 }
 

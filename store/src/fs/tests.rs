@@ -55,9 +55,34 @@ fn compressible_blocks_are_compressed_and_random_ones_are_not() {
         random_put.size + 1,
         "raw plus the header byte"
     );
+    // Small blocks (a small file is one): decided on a sample too, or whole when tiny.
+    let small_text = "a small file of text, repeating itself\n".repeat(800);
+    let small_text_put = store.put(small_text.as_bytes()).expect("put small text");
+    assert!(
+        small_text_put.stored_size < small_text_put.size / 4,
+        "{small_text_put:?}"
+    );
+    let tiny_text = "tiny, repetitive\n".repeat(100);
+    let tiny_text_put = store.put(tiny_text.as_bytes()).expect("put tiny text");
+    assert!(
+        tiny_text_put.stored_size < tiny_text_put.size / 4,
+        "{tiny_text_put:?}"
+    );
+    let small_random = random_block(30_000, 3);
+    let small_random_put = store.put(&small_random).expect("put small random");
+    assert_eq!(small_random_put.stored_size, small_random_put.size + 1);
     store.sync().expect("sync");
     assert_eq!(store.get(&text_put.id).expect("get"), text.as_bytes());
     assert_eq!(store.get(&random_put.id).expect("get"), random);
+    assert_eq!(
+        store.get(&small_text_put.id).expect("get"),
+        small_text.as_bytes()
+    );
+    assert_eq!(
+        store.get(&tiny_text_put.id).expect("get"),
+        tiny_text.as_bytes()
+    );
+    assert_eq!(store.get(&small_random_put.id).expect("get"), small_random);
 }
 
 #[test]
