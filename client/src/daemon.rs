@@ -3,9 +3,9 @@
 //!
 //! A pass runs whenever the folder changes (watched with `notify`, debounced), whenever the
 //! server's head moves (announced over the server's WebSocket, see [`crate::push`]; while that
-//! is down, checked every second, one small round trip), when asked over the
-//! control socket (`sync`, `resume`), and every `interval` as a safety net. A pass that moved
-//! something is followed at once by a confirming pass. A failed pass is reported, the
+//! is down, checked every second, one small round trip, and once after it opens), when asked
+//! over the control socket (`sync`, `resume`), and every `interval` as a safety net. A pass that
+//! moved something is followed at once by a confirming pass. A failed pass is reported, the
 //! connection renewed, and the next trigger tries again. While paused, no pass runs and the
 //! server is not polled.
 //!
@@ -509,6 +509,8 @@ impl Daemon {
         );
         let mut last_seq = None;
         let mut last_poll = tokio::time::Instant::now();
+        // The socket openings the head was checked after (see `Push::opens`).
+        let mut polled_opens = 0;
         loop {
             if self.commands.paused() {
                 lock(&self.shared).state = "paused".into();
@@ -576,12 +578,16 @@ impl Daemon {
                     break;
                 }
                 lock(&self.shared).pushed = push.connected();
-                if push.connected() && last_poll.elapsed() < HEAD_POLL_PUSHED {
+                if push.connected()
+                    && push.opens() == polled_opens
+                    && last_poll.elapsed() < HEAD_POLL_PUSHED
+                {
                     if tokio::time::Instant::now() >= deadline {
                         break;
                     }
                     continue;
                 }
+                polled_opens = push.opens();
                 last_poll = tokio::time::Instant::now();
                 match self.remote.head().await {
                     // Someone committed since this daemon's last pass.

@@ -5,10 +5,13 @@
 //! The socket is kept open by a background task: it authenticates with the session's access
 //! token, reconnects with backoff (1 s doubling to 30 s) when the server goes away or closes it
 //! at the token's expiry, and counts the connection as dead when nothing (not even the
-//! server's heartbeat) arrives for [`SILENCE_MAX`]. While it is down the daemon keeps polling.
+//! server's heartbeat) arrives for [`SILENCE_MAX`]. While it is down the daemon keeps polling,
+//! and it checks the head once more after every (re)connection ([`Push::opens`]): the server
+//! announces only what is committed after the socket opened, and closes the socket whenever
+//! announcements may have been lost (a client too slow, a server cut off from the others).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_protocol::api::Event;
@@ -31,6 +34,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub struct Push {
     seq: watch::Receiver<u64>,
     up: Arc<AtomicBool>,
+    opens: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -93,13 +97,32 @@ impl Push {
     pub fn start(session: Arc<Session>, folder: String, client_id: String) -> Push {
         let (tx, seq) = watch::channel(0);
         let up = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(listen(session, folder, client_id, tx, Arc::clone(&up)));
-        Push { seq, up, task }
+        let opens = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(listen(
+            session,
+            folder,
+            client_id,
+            tx,
+            Arc::clone(&up),
+            Arc::clone(&opens),
+        ));
+        Push {
+            seq,
+            up,
+            opens,
+            task,
+        }
     }
 
     /// Whether the socket is open now (so head changes arrive without polling).
     pub fn connected(&self) -> bool {
         self.up.load(Ordering::SeqCst)
+    }
+
+    /// How many times the socket opened so far. A head committed before an opening is not
+    /// announced on it: after each, the head is checked once.
+    pub fn opens(&self) -> u64 {
+        self.opens.load(Ordering::SeqCst)
     }
 
     /// Resolves when a head newer than `synced` is announced (at once if one was already).
@@ -123,11 +146,13 @@ async fn listen(
     client_id: String,
     tx: watch::Sender<u64>,
     up: Arc<AtomicBool>,
+    opens: Arc<AtomicU64>,
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
         match session_socket(&session, &client_id).await {
             Ok(mut socket) => {
+                opens.fetch_add(1, Ordering::SeqCst);
                 up.store(true, Ordering::SeqCst);
                 backoff = Duration::from_secs(1);
                 tracing::debug!("push channel open");

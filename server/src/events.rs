@@ -6,7 +6,7 @@
 //! resync from `/sync/changes`), so no slow client makes memory grow.
 
 use cairn_protocol::api::Event;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::limits::BUS_CAPACITY;
 
@@ -25,6 +25,12 @@ pub trait EventBus: Send + Sync + 'static {
     fn publish(&self, event: UserEvent);
     /// A new subscription to all events; callers filter by user.
     fn subscribe(&self) -> broadcast::Receiver<UserEvent>;
+    /// A count of the gaps in this instance's events: it moves whenever events may have been
+    /// lost on their way here (the link to other instances was down), so every subscriber
+    /// must resync. `None` for a bus that loses nothing on its own.
+    fn gaps(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
     /// The link to other instances for `/health`: `None` when there is none, else `ok` or
     /// what is wrong.
     fn health(&self) -> Option<String> {

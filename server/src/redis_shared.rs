@@ -10,7 +10,9 @@
 //! Events travel as JSON on one channel, tagged with the publishing instance so it does not
 //! deliver its own events twice. Pub/sub is lossy by nature: an event published while an
 //! instance is cut off from Redis does not reach that instance's clients; they catch up from
-//! `/sync/changes` (every client resyncs on reconnect, and the sync client polls heads).
+//! `/sync/changes` (every client resyncs on reconnect, and the sync client polls heads). So that
+//! they do so at once, a re-established subscription counts a gap ([`EventBus::gaps`]) and every
+//! WebSocket of this instance is closed with "events were lost; resync".
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +23,7 @@ use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::events::{EventBus, UserEvent};
 use crate::limits::{BUS_CAPACITY, REDIS_OUTBOX_LEN_MAX, REDIS_RETRY_MAX};
@@ -58,6 +60,7 @@ pub struct RedisBus {
     local: broadcast::Sender<UserEvent>,
     outbox: mpsc::Sender<UserEvent>,
     subscribed: Arc<AtomicBool>,
+    gaps: watch::Receiver<u64>,
 }
 
 impl RedisBus {
@@ -67,6 +70,7 @@ impl RedisBus {
         let (outbox, pending) = mpsc::channel(REDIS_OUTBOX_LEN_MAX);
         let instance = instance_id();
         let subscribed = Arc::new(AtomicBool::new(false));
+        let (gap, gaps) = watch::channel(0);
         let channel = events_channel(namespace);
         tokio::spawn(publish_loop(manager, channel.clone(), instance, pending));
         tokio::spawn(subscribe_loop(
@@ -75,11 +79,13 @@ impl RedisBus {
             instance,
             local.clone(),
             Arc::clone(&subscribed),
+            gap,
         ));
         RedisBus {
             local,
             outbox,
             subscribed,
+            gaps,
         }
     }
 
@@ -106,6 +112,10 @@ impl EventBus for RedisBus {
 
     fn subscribe(&self) -> broadcast::Receiver<UserEvent> {
         self.local.subscribe()
+    }
+
+    fn gaps(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.gaps.clone())
     }
 
     fn health(&self) -> Option<String> {
@@ -156,20 +166,29 @@ async fn publish_loop(
     }
 }
 
-/// Keeps a subscription to the events channel alive and forwards other instances' events.
+/// Keeps a subscription to the events channel alive and forwards other instances' events. Every
+/// subscription after the first counts a gap in `gap`: what other instances published in
+/// between never arrives.
 async fn subscribe_loop(
     client: redis::Client,
     channel: String,
     instance: u64,
     local: broadcast::Sender<UserEvent>,
     subscribed: Arc<AtomicBool>,
+    gap: watch::Sender<u64>,
 ) {
     let mut delay = Duration::from_millis(50);
+    let mut first = true;
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     subscribed.store(true, Ordering::Release);
+                    if !first {
+                        tracing::info!("subscribed to Redis again; clients are told to resync");
+                        gap.send_modify(|gaps| *gaps += 1);
+                    }
+                    first = false;
                     delay = Duration::from_millis(50);
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {

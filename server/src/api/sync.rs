@@ -14,11 +14,13 @@ use cairn_protocol::api::{
 use cairn_store::BlockStore;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
 
 use super::error::ApiError;
 use super::files::DEFAULT_FOLDER;
 use super::{ApiJson, ApiPath, ApiQuery, AppState, AuthUser, authenticate, now_ms, rfc3339};
 use crate::db::{self, FolderRow};
+use crate::events::UserEvent;
 use crate::limits::{
     CHANGES_PAGE_LEN_MAX, CLIENT_ID_LEN_MAX, WS_HEARTBEAT_INTERVAL, WS_MESSAGE_SIZE_MAX,
 };
@@ -123,25 +125,45 @@ pub async fn websocket(
         )
     })?;
     let user = authenticate(&state, &token)?;
+    // Subscribed before the client hears the upgrade: whatever it reads from the server after
+    // it connected, no event committed since is missed.
+    let feed = Feed {
+        events: state.bus.subscribe(),
+        gaps: state.bus.gaps(),
+    };
     Ok(upgrade
         .max_message_size(WS_MESSAGE_SIZE_MAX)
-        .on_upgrade(move |socket| events_task(state, user, client_id, socket)))
+        .on_upgrade(move |socket| events_task(state, user, client_id, feed, socket)))
 }
 
-async fn events_task(state: AppState, user: AuthUser, client_id: String, socket: WebSocket) {
+/// One socket's subscription to the bus.
+struct Feed {
+    events: broadcast::Receiver<UserEvent>,
+    gaps: Option<watch::Receiver<u64>>,
+}
+
+async fn events_task(
+    state: AppState,
+    user: AuthUser,
+    client_id: String,
+    feed: Feed,
+    socket: WebSocket,
+) {
     let _connected = state.metrics.client_connected("websocket");
-    if let Err(err) = events(state, &user, socket).await {
+    if let Err(err) = events(feed, &user, socket).await {
         tracing::debug!(user = user.id, client = %client_id, error = %err, "websocket closed");
     }
 }
 
-/// Forwards the user's events until the client leaves, falls behind, or the token expires.
-async fn events(
-    state: AppState,
-    user: &AuthUser,
-    mut socket: WebSocket,
-) -> Result<(), axum::Error> {
-    let mut events = state.bus.subscribe();
+/// Forwards the user's events until the client leaves, falls behind, events were lost on their
+/// way to this instance, or the token expires. Each of these ends in a close frame saying why;
+/// the 4xxx codes but 4001 mean "reconnect and resync with /sync/changes".
+async fn events(feed: Feed, user: &AuthUser, mut socket: WebSocket) -> Result<(), axum::Error> {
+    let Feed { mut events, gaps } = feed;
+    let mut gaps = gaps.map(|mut g| {
+        g.mark_unchanged();
+        g
+    });
     let mut heartbeat = tokio::time::interval(WS_HEARTBEAT_INTERVAL);
     let expires_in = Duration::from_secs(user.expires_at)
         .saturating_sub(Duration::from_millis(u64::try_from(now_ms()).unwrap_or(0)));
@@ -158,6 +180,13 @@ async fn events(
                 }
                 Err(RecvError::Closed) => return close(&mut socket, 1001, "server shutting down").await,
             },
+            gap = async { gaps.as_mut()?.changed().await.ok() }, if gaps.is_some() => {
+                if gap.is_none() {
+                    gaps = None;
+                    continue;
+                }
+                return close(&mut socket, 4009, "events were lost on the way to this server; resync with /sync/changes").await;
+            }
             _ = heartbeat.tick() => send(&mut socket, &Event::Heartbeat { server_time: rfc3339(now_ms()) }).await?,
             () = &mut expiry => return close(&mut socket, 4001, "access token expired; reconnect with a new one").await,
             incoming = socket.recv() => match incoming {

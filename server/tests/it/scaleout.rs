@@ -280,6 +280,27 @@ async fn wait_redis_health(server: &TestServer, ok: bool) {
     }
 }
 
+/// The close frame that ends `socket` within `wait`, as (code, reason); events before it are
+/// skipped.
+async fn close_of<S>(socket: &mut S, wait: Duration) -> (u16, String)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("the socket stayed open for {wait:?}"))
+            .expect("a close frame before the end")
+            .expect("message");
+        if let Message::Close(frame) = message {
+            let frame = frame.expect("a close frame with a code");
+            return (u16::from(frame.code), frame.reason.to_string());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_flow_again_after_a_redis_restart() {
     if !postgres_available().await {
@@ -309,6 +330,12 @@ async fn events_flow_again_after_a_redis_restart() {
     redis.wait_up().await;
     wait_redis_health(&a, true).await;
     wait_redis_health(&b, true).await;
+    // What A published while B was cut off may never reach B's clients: B closes their sockets
+    // so they resync at once instead of at their next poll.
+    let (code, reason) = close_of(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(code, 4009, "{reason}");
+    assert!(reason.contains("resync"), "{reason}");
+    let mut socket = ws_connect(&b, &token).await;
     let after = a
         .upload(&token, "after.txt", b"after the restart".to_vec())
         .await;
