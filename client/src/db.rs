@@ -9,7 +9,12 @@
 //!   tree (`tree` 1), one row per path.
 //! - `scan (path, record)`: the scan cache, keyed by path, holding (size, mtime, inode, ctime)
 //!   and what the file was found to be.
-//! - `meta (key, value)`: the last-seen remote head (`remote_seq`, `remote_root`).
+//! - `meta (key, value)`: the last-seen remote head (`remote_seq`, `remote_root`), and
+//!   `remote_is_base`: the remote tree is the base (no `tree` 1 rows), as after a clean pass.
+//!
+//! Schema 2 added `remote_is_base` and nothing else: a schema 1 database opens as it is (its
+//! remote rows are read) and is marked 2, so that an older Cairn, which would read the remote
+//! tree as empty, refuses it instead.
 //!
 //! Values are postcard encodings of [`crate::state`]'s saved types. A save writes only the rows
 //! that changed, in one transaction, so a pass that changed one file of 100,000 writes a few
@@ -23,7 +28,7 @@ use cairn_store::{BlockId, BlockStore, Error as StoreError, Put};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 /// The schema this version writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Node puts kept in memory before they are written (also written by [`NodeDb::sync`]).
 const PENDING_NODES_MAX: usize = 8192;
@@ -81,6 +86,8 @@ impl StateDb {
         let fresh = version == 0;
         if fresh {
             conn.execute_batch(SCHEMA).map_err(fail)?;
+        }
+        if version < SCHEMA_VERSION {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(fail)?;
         }
@@ -168,18 +175,24 @@ impl StateDb {
     }
 
     /// Writes one save in one transaction: the changed rows of the base (`tree` 0), the remote
-    /// tree (`tree` 1) and the scan cache, and the `meta` values.
+    /// tree (`tree` 1; every row of it dropped first with `drop_remote_rows`) and the scan
+    /// cache, and the `meta` values.
     ///
     /// # Errors
     /// SQLite errors, naming the file; nothing of the save is written then.
     pub fn write(
         &self,
         trees: [&Changes; 2],
+        drop_remote_rows: bool,
         scan: &Changes,
         meta: &[(&str, Vec<u8>)],
     ) -> Result<(), String> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.fail(e))?;
+        if drop_remote_rows {
+            tx.execute("DELETE FROM entries WHERE tree = 1", [])
+                .map_err(|e| self.fail(e))?;
+        }
         {
             let mut put_entry = tx
                 .prepare_cached(

@@ -46,7 +46,7 @@ use cairn_protocol::wire::KeptVersion;
 use cairn_store::chunk::ChunkConfig;
 use cairn_store::dir::{chunk_dir, store_dir};
 use cairn_store::edit::{Edit, edit_many};
-use cairn_store::node::{DirEntry, EntryKind, FileNode, Node, SymlinkNode};
+use cairn_store::node::{DirEntry, EntryKind, FileNode, Name, Node, SymlinkNode};
 use cairn_store::{BlockId, BlockStore, NodeId, NodeStore, Put};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
@@ -769,10 +769,12 @@ impl Engine {
             });
         }
         let ignores = self.ignores.clone();
+        let base = Arc::clone(&self.state.base);
         // Before any file is looked at: see `settle_scan_cache`.
         self.scan_stamp = fs_now(&self.options.state_dir);
         let (tree, cache, problems) =
-            blocking(move || Ok(scan_folder(&root, nodes.as_ref(), cache, &ignores))).await?;
+            blocking(move || Ok(scan_folder(&root, nodes.as_ref(), cache, &base, &ignores)))
+                .await?;
         self.state.scan = cache;
         for (path, message) in problems {
             self.emit(Event::Problem { path, message });
@@ -862,10 +864,7 @@ impl Engine {
 
     // ----- push -----
 
-    fn remote_edits(
-        &self,
-        planned: &plan::Plan,
-    ) -> Result<Vec<(Vec<cairn_store::node::Name>, Edit)>, SyncError> {
+    fn remote_edits(&self, planned: &plan::Plan) -> Result<Vec<PathEdit>, SyncError> {
         let mut edits = Vec::with_capacity(planned.remote.len());
         for action in &planned.remote {
             match action {
@@ -960,9 +959,15 @@ impl Engine {
         summary: &mut PassSummary,
     ) -> Result<(CommitResult, NodeId), SyncError> {
         let edits = self.remote_edits(planned)?;
-        let early = self.early_puts(planned, &edits);
+        // (action, its edit), in action order.
+        let early = self.early_puts(planned);
         let nodes = Arc::clone(&self.nodes);
-        let new_root = blocking(move || Ok(edit_many(nodes.as_ref(), &root, &edits)?)).await?;
+        let (new_root, edits) = blocking(move || {
+            let new_root = edit_many(nodes.as_ref(), &root, &edits)?;
+            Ok((new_root, edits))
+        })
+        .await?;
+        let early_index = |action: usize| early.binary_search_by_key(&action, |e| e.0).ok();
         // Data blocks of new file content, with where to read them locally, smallest files
         // first (so most files reach the server, and other devices, soonest) and each file's
         // blocks in order (so reads are sequential).
@@ -984,9 +989,10 @@ impl Engine {
             })
             .collect();
         puts.sort_by_key(|(_, _, entry)| entry.size);
-        // The blocks of each put that may go in an early commit (by action), if it has a
-        // local source.
-        let mut blocks_of: HashMap<usize, Vec<BlockId>> = HashMap::new();
+        // The blocks of each put that may go in an early commit (by its place in `early`), if
+        // it has a local source: a range of `early_blocks`.
+        let mut early_blocks: Vec<BlockId> = Vec::new();
+        let mut blocks_of: Vec<Option<std::ops::Range<usize>>> = vec![None; early.len()];
         let kept_puts = kept.iter().map(|(path, entry)| (usize::MAX, *path, *entry));
         for (action, path, entry) in puts.into_iter().chain(kept_puts) {
             if entry.kind == Kind::File {
@@ -996,8 +1002,10 @@ impl Engine {
                 let Some(source) = local_source(local, planned, path, entry) else {
                     continue;
                 };
-                if early.contains_key(&action) {
-                    blocks_of.insert(action, file.blocks().iter().map(|b| b.id).collect());
+                if let Some(k) = early_index(action) {
+                    let start = early_blocks.len();
+                    early_blocks.extend(file.blocks().iter().map(|b| b.id));
+                    blocks_of[k] = Some(start..early_blocks.len());
                 }
                 let mut offset = 0u64;
                 for block in file.blocks() {
@@ -1006,8 +1014,8 @@ impl Engine {
                     }
                     offset += u64::from(block.len);
                 }
-            } else if early.contains_key(&action) {
-                blocks_of.insert(action, Vec::new());
+            } else if let Some(k) = early_index(action) {
+                blocks_of[k] = Some(0..0);
             }
         }
         let ids: Vec<BlockId> = sources.iter().map(|s| s.0).collect();
@@ -1017,14 +1025,16 @@ impl Engine {
         }
         let lacking: HashSet<BlockId> = lacking.into_iter().collect();
         sources.retain(|s| lacking.contains(&s.0));
+        drop((listed, ids, lacking));
         // An early commit may hold a put once the sources before its last lacking block are
         // stored.
         let position: HashMap<BlockId, usize> =
             sources.iter().enumerate().map(|(i, s)| (s.0, i)).collect();
         let mut ready: Vec<Early> = early
             .into_iter()
-            .filter_map(|(action, (path, edit))| {
-                let blocks = blocks_of.get(&action)?;
+            .zip(blocks_of)
+            .filter_map(|((action, edit), blocks)| {
+                let blocks = &early_blocks[blocks?];
                 let after = blocks
                     .iter()
                     .filter_map(|id| position.get(id).map(|i| i + 1))
@@ -1032,12 +1042,12 @@ impl Engine {
                     .unwrap_or(0);
                 Some(Early {
                     action,
-                    path,
-                    after,
                     edit,
+                    after,
                 })
             })
             .collect();
+        drop((early_blocks, position));
         ready.sort_by_key(|e| (e.after, e.action));
         // The server checks a tree only when it is committed, so its nodes travel beside the
         // file blocks instead of after them.
@@ -1048,7 +1058,13 @@ impl Engine {
         let ((), (), (seq, early_done)) = tokio::try_join!(
             self.upload_blocks(remote, sources, &stored, summary),
             self.upload_nodes(remote, roots),
-            self.checkpoint(remote, (seq, root), ready, watermark, upload_end),
+            self.checkpoint(
+                remote,
+                (seq, root),
+                (ready, &planned.remote, &edits),
+                watermark,
+                upload_end
+            ),
         )?;
         let kept_versions: Vec<KeptVersion> = kept
             .iter()
@@ -1084,17 +1100,13 @@ impl Engine {
         Ok((result, new_root))
     }
 
-    /// The puts of `planned.remote` (by action) that an early commit may hold, with their
-    /// edits (`edits` is [`Engine::remote_edits`] of the same plan): files and symlinks whose
+    /// The puts of `planned.remote` that an early commit may hold, as (action, its place in
+    /// [`Engine::remote_edits`] of the same plan) in action order: files and symlinks whose
     /// path, and every parent of it, the remote tree does not hold as the other kind (a
     /// directory becoming a file, or the reverse, waits for the pass's own commit). Empty
     /// when early commits are off.
-    fn early_puts(
-        &self,
-        planned: &plan::Plan,
-        edits: &[(Vec<cairn_store::node::Name>, Edit)],
-    ) -> HashMap<usize, (RelPath, (Vec<cairn_store::node::Name>, Edit))> {
-        let mut early = HashMap::new();
+    fn early_puts(&self, planned: &plan::Plan) -> Vec<(usize, usize)> {
+        let mut early = Vec::new();
         if self.checkpoints.is_none() {
             return early;
         }
@@ -1114,8 +1126,8 @@ impl Engine {
                 && path
                     .ancestors()
                     .all(|a| remote.get(&a).is_none_or(|e| e.kind == Kind::Dir));
-            if let (true, Some(edit)) = (fits, edits.get(this)) {
-                early.insert(i, (path.clone(), edit.clone()));
+            if fits {
+                early.push((i, this));
             }
         }
         early
@@ -1131,7 +1143,7 @@ impl Engine {
         &self,
         remote: &Remote,
         (mut seq, mut root): (u64, NodeId),
-        ready: Vec<Early>,
+        (ready, actions, all_edits): (Vec<Early>, &[Action], &[PathEdit]),
         mut stored: watch::Receiver<usize>,
         end: usize,
     ) -> Result<(u64, HashSet<usize>), SyncError> {
@@ -1165,7 +1177,10 @@ impl Engine {
             }
             let count = ready[taken..].partition_point(|e| e.after <= upto);
             let batch = &ready[taken..taken + count];
-            let edits: Vec<_> = batch.iter().map(|e| e.edit.clone()).collect();
+            let edits: Vec<_> = batch
+                .iter()
+                .filter_map(|e| all_edits.get(e.edit).cloned())
+                .collect();
             let nodes = Arc::clone(&self.nodes);
             let base = root;
             let partial = blocking(move || Ok(edit_many(nodes.as_ref(), &base, &edits)?)).await?;
@@ -1177,10 +1192,12 @@ impl Engine {
                     root = partial;
                     for early in batch {
                         done.insert(early.action);
-                        self.emit(Event::File {
-                            path: early.path.to_string(),
-                            what: "uploaded",
-                        });
+                        if let Some(Action::Put { path, .. }) = actions.get(early.action) {
+                            self.emit(Event::File {
+                                path: path.to_string(),
+                                what: "uploaded",
+                            });
+                        }
                     }
                     taken += count;
                 }
@@ -2050,14 +2067,17 @@ fn same_stat(record: &ScanRecord, meta: &fs::Metadata) -> bool {
         && record.ctime_ns == ctime_ns(meta)
 }
 
+/// One edit of a commit: the path's names, and what to do there.
+type PathEdit = (Vec<Name>, Edit);
+
 /// A put an early commit may hold (see [`Engine::checkpoint`]).
 struct Early {
     /// Its place in the plan's remote actions.
     action: usize,
-    path: RelPath,
+    /// Its place in [`Engine::remote_edits`] of the plan.
+    edit: usize,
     /// The upload's leading sources that must be stored first.
     after: usize,
-    edit: (Vec<cairn_store::node::Name>, Edit),
 }
 
 /// The node cache with the nodes a pull just fetched (their ids checked) in front of it.
@@ -2130,10 +2150,16 @@ fn unix_now_s() -> u64 {
 type ScanResult = (Tree, HashMap<String, ScanRecord>, Vec<(String, String)>);
 
 /// Walks the folder; reuses cache records whose stat matches, hashes the rest.
+///
+/// A cached entry is used only while the node cache holds its node (a pass that uploads it
+/// reads it from there). The node was stored before the record (see `Engine::save_state`), so
+/// that is checked only for entries that differ from the merge base `base`: an entry equal to
+/// its base entry is not uploaded, and a lookup per file was half of a no-change pass.
 fn scan_folder(
     root: &Path,
     nodes: &NodeDb,
     cache: HashMap<String, ScanRecord>,
+    base: &Tree,
     ignores: &Ignores,
 ) -> ScanResult {
     let mut tree = Tree::new();
@@ -2176,7 +2202,9 @@ fn scan_folder(
                 continue;
             };
             let full = item.path();
-            let Ok(meta) = fs::symlink_metadata(&full) else {
+            // Relative to the open directory (not followed, like `symlink_metadata`): no walk
+            // of the whole path per file.
+            let Ok(meta) = item.metadata() else {
                 continue;
             };
             let kind = meta.file_type();
@@ -2187,12 +2215,12 @@ fn scan_folder(
             }
             if let Some(record) = cache.get(&rel_text)
                 && same_stat(record, &meta)
-                && record.entry.entry().mode == meta.permissions().mode() & 0o7777
-                && nodes
-                    .has(&BlockId::from(record.entry.entry().node))
-                    .unwrap_or(false)
+                && let entry = record.entry.entry()
+                && entry.mode == meta.permissions().mode() & 0o7777
+                && (base.get(&rel) == Some(&entry)
+                    || nodes.has(&BlockId::from(entry.node)).unwrap_or(false))
             {
-                tree.insert(rel, record.entry.entry());
+                tree.insert(rel, entry);
                 fresh.insert(rel_text, record.clone());
                 continue;
             }
@@ -2331,6 +2359,47 @@ mod tests {
         assert!(temp.exists(), "a fresh temp may belong to a live writer");
         remove_if_stale(&temp, now + STALE_TEMP_SECS + 1);
         assert!(!temp.exists(), "an hour-old temp is from a run that died");
+    }
+
+    #[test]
+    fn a_cached_entry_whose_node_is_gone_is_read_again_unless_it_is_the_base_entry() {
+        let folder = tempfile::tempdir().expect("folder");
+        fs::create_dir(folder.path().join("d")).expect("mkdir");
+        fs::write(folder.path().join("d/f.txt"), b"the content").expect("write");
+        let ignores = Ignores::load(folder.path());
+        let node_cache = || {
+            let dir = tempfile::tempdir().expect("state dir");
+            let (db, _) = crate::db::StateDb::open(dir.path()).expect("state db");
+            (dir, NodeDb::new(Arc::new(db)))
+        };
+        let (_first_dir, first) = node_cache();
+        let (tree, cache, problems) = scan_folder(
+            folder.path(),
+            &first,
+            HashMap::new(),
+            &Tree::new(),
+            &ignores,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let path = RelPath::parse("d/f.txt").expect("path");
+        let node = BlockId::from(tree[&path].node);
+        assert!(first.has(&node).expect("has"));
+
+        // A node cache without the node: an entry the base does not hold is read again, so
+        // its node is there for the upload.
+        let (_dir, empty) = node_cache();
+        let (again, _, _) =
+            scan_folder(folder.path(), &empty, cache.clone(), &Tree::new(), &ignores);
+        assert_eq!(again, tree);
+        assert!(empty.has(&node).expect("has"), "the file was read again");
+
+        // An entry equal to the base's is taken from the scan cache as it is: nothing reads it.
+        let (_dir, untouched) = node_cache();
+        let (same, kept, _) =
+            scan_folder(folder.path(), &untouched, cache.clone(), &tree, &ignores);
+        assert_eq!(same, tree);
+        assert_eq!(kept, cache);
+        assert!(!untouched.has(&node).expect("has"), "the file was not read");
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub struct State {
     /// The base and remote trees as last loaded or saved: a save compares with them in
     /// memory instead of reading the stored rows back.
     saved: Option<[Arc<Tree>; 2]>,
+    /// Whether the stored remote tree is rows of its own; else it is the base (`meta`
+    /// `remote_is_base`), as after every clean pass, and neither written nor read twice.
+    remote_rows: bool,
 }
 
 fn tree_from(items: Vec<(String, SavedEntry)>) -> Result<Tree, String> {
@@ -249,13 +252,21 @@ impl State {
                 })
                 .collect()
         };
+        let remote_is_base = match db.meta("remote_is_base")? {
+            Some(bytes) => decode(&bytes, "meta").map_err(damaged)?,
+            None => false,
+        };
         let base = Arc::new(tree(BASE)?);
-        let stored_remote = tree(REMOTE)?;
-        // One map when they are equal, as after every clean pass.
-        let remote = if stored_remote == *base {
+        let remote = if remote_is_base {
             Arc::clone(&base)
         } else {
-            Arc::new(stored_remote)
+            let stored = tree(REMOTE)?;
+            // One map when they are equal (saved by an earlier version).
+            if stored == *base {
+                Arc::clone(&base)
+            } else {
+                Arc::new(stored)
+            }
         };
         let scan = db
             .scan()?
@@ -272,6 +283,7 @@ impl State {
         };
         Ok(State {
             saved: Some([Arc::clone(&base), Arc::clone(&remote)]),
+            remote_rows: !remote_is_base,
             base,
             remote_seq,
             remote_root,
@@ -290,35 +302,33 @@ impl State {
                 .map(|(p, e)| Ok((p.as_str().to_owned(), encode(&SavedEntry::from(e))?)))
                 .collect::<Vec<_>>()
         };
-        let (base, remote) = match &self.saved {
-            // The usual case after a pass: one map on both sides, before and after.
-            Some([old_base, old_remote])
-                if Arc::ptr_eq(old_base, old_remote) && Arc::ptr_eq(&self.base, &self.remote) =>
-            {
-                (tree_changes(old_base, &self.base)?, None)
-            }
-            Some([old_base, old_remote]) => (
-                tree_changes(old_base, &self.base)?,
-                Some(tree_changes(old_remote, &self.remote)?),
-            ),
-            None => (
-                changes(db.entries(BASE)?, rows(&self.base).into_iter())?,
-                Some(changes(
-                    db.entries(REMOTE)?,
-                    rows(&self.remote).into_iter(),
-                )?),
-            ),
+        // The usual case after a pass: one map, stored once.
+        let shared = Arc::ptr_eq(&self.base, &self.remote);
+        let base = match &self.saved {
+            Some([old_base, _]) => tree_changes(old_base, &self.base)?,
+            None => changes(db.entries(BASE)?, rows(&self.base).into_iter())?,
         };
+        let remote = match &self.saved {
+            _ if shared => Vec::new(),
+            Some([_, old_remote]) if self.remote_rows => tree_changes(old_remote, &self.remote)?,
+            // Stored as the base until now: every row.
+            Some(_) => tree_changes(&Arc::default(), &self.remote)?,
+            None => changes(db.entries(REMOTE)?, rows(&self.remote).into_iter())?,
+        };
+        let drop_remote_rows = shared && (self.remote_rows || self.saved.is_none());
         let scan = scan_changes(db, &self.scan)?;
         db.write(
-            [&base, remote.as_ref().unwrap_or(&base)],
+            [&base, &remote],
+            drop_remote_rows,
             &scan,
             &[
                 ("remote_seq", encode(&self.remote_seq)?),
                 ("remote_root", encode(&self.remote_root)?),
+                ("remote_is_base", encode(&shared)?),
             ],
         )?;
         self.saved = Some([Arc::clone(&self.base), Arc::clone(&self.remote)]);
+        self.remote_rows = !shared;
         Ok(())
     }
 }
@@ -359,6 +369,7 @@ pub fn import_legacy(
         remote: Arc::new(tree_from(snapshot.remote).map_err(damaged)?),
         scan: snapshot.scan.into_iter().collect(),
         saved: None,
+        remote_rows: false,
     };
     let old_nodes = dir.join("nodes");
     if old_nodes.is_dir() {
@@ -490,9 +501,26 @@ mod tests {
             "loaded as one map"
         );
         assert!(
-            rows(&state.remote, REMOTE).is_empty(),
-            "the remote rows written too"
+            db.entries(REMOTE).expect("rows").is_empty(),
+            "the remote tree is stored once, as the base"
         );
+
+        // Apart again: the remote tree gets every row of its own.
+        let mut remote = Tree::clone(&state.remote);
+        remote.insert(path("only remote"), entry(204));
+        state.remote = Arc::new(remote);
+        state.save(&db).expect("save apart");
+        let loaded = State::load(&db).expect("load");
+        assert!(same(&loaded, &state));
+        assert!(!Arc::ptr_eq(&loaded.base, &loaded.remote));
+        assert_eq!(db.entries(REMOTE).expect("rows").len(), state.remote.len());
+
+        // And one map again, from rows of its own (as an earlier version saved it).
+        let mut state = loaded;
+        state.remote = Arc::clone(&state.base);
+        state.save(&db).expect("save one map");
+        assert!(db.entries(REMOTE).expect("rows").is_empty());
+        assert!(same(&State::load(&db).expect("load"), &state));
     }
 
     #[test]
