@@ -129,7 +129,11 @@ pub async fn websocket(
     // it connected, no event committed since is missed.
     let feed = Feed {
         events: state.bus.subscribe(),
-        gaps: state.bus.gaps(),
+        // Only gaps from now on close this socket.
+        gaps: state.bus.gaps().map(|mut gaps| {
+            gaps.mark_unchanged();
+            gaps
+        }),
     };
     Ok(upgrade
         .max_message_size(WS_MESSAGE_SIZE_MAX)
@@ -159,11 +163,10 @@ async fn events_task(
 /// way to this instance, or the token expires. Each of these ends in a close frame saying why;
 /// the 4xxx codes but 4001 mean "reconnect and resync with /sync/changes".
 async fn events(feed: Feed, user: &AuthUser, mut socket: WebSocket) -> Result<(), axum::Error> {
-    let Feed { mut events, gaps } = feed;
-    let mut gaps = gaps.map(|mut g| {
-        g.mark_unchanged();
-        g
-    });
+    let Feed {
+        mut events,
+        mut gaps,
+    } = feed;
     let mut heartbeat = tokio::time::interval(WS_HEARTBEAT_INTERVAL);
     let expires_in = Duration::from_secs(user.expires_at)
         .saturating_sub(Duration::from_millis(u64::try_from(now_ms()).unwrap_or(0)));
