@@ -1033,6 +1033,7 @@ impl Engine {
         let mut ready: Vec<Early> = early
             .into_iter()
             .zip(blocks_of)
+            .filter(|((_, edit), _)| *edit < edits.len())
             .filter_map(|((action, edit), blocks)| {
                 let blocks = &early_blocks[blocks?];
                 let after = blocks
@@ -1177,10 +1178,8 @@ impl Engine {
             }
             let count = ready[taken..].partition_point(|e| e.after <= upto);
             let batch = &ready[taken..taken + count];
-            let edits: Vec<_> = batch
-                .iter()
-                .filter_map(|e| all_edits.get(e.edit).cloned())
-                .collect();
+            // Each `e.edit` is in range: `push` keeps only those.
+            let edits: Vec<_> = batch.iter().map(|e| all_edits[e.edit].clone()).collect();
             let nodes = Arc::clone(&self.nodes);
             let base = root;
             let partial = blocking(move || Ok(edit_many(nodes.as_ref(), &base, &edits)?)).await?;
