@@ -64,6 +64,19 @@ async fn ws_connect(
     socket
 }
 
+/// The next message on `socket` before `deadline`; `waiting` says for what, when none comes.
+async fn next_message<S>(socket: &mut S, deadline: Instant, waiting: &str) -> Message
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout(left, socket.next())
+        .await
+        .unwrap_or_else(|_| panic!("nothing came in time: {waiting}"))
+        .unwrap_or_else(|| panic!("the socket ended: {waiting}"))
+        .expect("message")
+}
+
 /// The next `file_changed` event for `path` within `wait` (`path` `None`: wait for the
 /// connect-time heartbeat and return `None`).
 async fn next_file_event<S>(socket: &mut S, path: Option<&str>, wait: Duration) -> Option<Value>
@@ -71,14 +84,9 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     let deadline = Instant::now() + wait;
+    let waiting = format!("an event for {path:?} within {wait:?}");
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let message = tokio::time::timeout(left, socket.next())
-            .await
-            .unwrap_or_else(|_| panic!("no event for {path:?} within {wait:?}"))
-            .expect("open")
-            .expect("message");
-        let Message::Text(text) = message else {
+        let Message::Text(text) = next_message(socket, deadline, &waiting).await else {
             continue;
         };
         let event: Value = serde_json::from_str(&text).expect("event JSON");
@@ -287,14 +295,9 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     let deadline = Instant::now() + wait;
+    let waiting = format!("a close frame within {wait:?}");
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let message = tokio::time::timeout(left, socket.next())
-            .await
-            .unwrap_or_else(|_| panic!("the socket stayed open for {wait:?}"))
-            .expect("a close frame before the end")
-            .expect("message");
-        if let Message::Close(frame) = message {
+        if let Message::Close(frame) = next_message(socket, deadline, &waiting).await {
             let frame = frame.expect("a close frame with a code");
             return (u16::from(frame.code), frame.reason.to_string());
         }
