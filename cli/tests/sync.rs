@@ -13,6 +13,13 @@ use serde_json::Value;
 const PASSWORD: &str = "correct horse battery";
 
 async fn start_server() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
+    start_server_with_quota(1 << 30).await
+}
+
+/// A server whose users may store `quota` bytes each.
+async fn start_server_with_quota(
+    quota: u64,
+) -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
     let data = tempfile::tempdir().expect("tempdir");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -27,7 +34,7 @@ async fn start_server() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sen
         ),
         storage_path: data.path().join("blocks"),
         jwt_secret: b"cli-sync-test-secret-of-32-bytes".to_vec(),
-        quota_default: 1 << 30,
+        quota_default: quota,
         upload_size_max: 1 << 30,
         version_retention: None,
         quic_listen: Some("127.0.0.1:0".parse().expect("address")),
@@ -468,6 +475,54 @@ fn assert_one_line_failure(out: &Output, status: i32, needle: &str) {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_over_the_quota_fails_in_one_line_and_keeps_every_file() {
+    let (server, _data, _stop) = start_server_with_quota(1 << 20).await;
+    let (a, b) = (Device::new(), Device::new());
+    sign_up_both(&a, &b, &server, "quentin").await;
+    // 3 MiB that do not compress, against a quota of 1 MiB.
+    let mut big = vec![0u8; 3 << 20];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for byte in &mut big {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = state.to_le_bytes()[0];
+    }
+    std::fs::write(a.folder().join("big.bin"), &big).expect("write");
+    std::fs::write(a.folder().join("note.txt"), b"small").expect("write");
+    let before = tree(&a.folder());
+    let folder = a.folder();
+    let out = a
+        .run(&[
+            "sync",
+            "start",
+            "--server",
+            &server,
+            "--folder",
+            folder.to_str().expect("utf-8"),
+            "--once",
+        ])
+        .await;
+    assert_one_line_failure(&out, 1, "storage quota");
+    assert_eq!(
+        tree(&a.folder()),
+        before,
+        "every local file is left as it was"
+    );
+    // A second try fails the same way, without piling up uploads.
+    let again = a
+        .run(&[
+            "sync",
+            "start",
+            "--folder",
+            folder.to_str().expect("utf-8"),
+            "--once",
+        ])
+        .await;
+    assert_one_line_failure(&again, 1, "storage quota");
 }
 
 fn mtime(path: &Path) -> std::time::SystemTime {

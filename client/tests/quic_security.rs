@@ -1,6 +1,7 @@
 //! The QUIC endpoint's refusals: no hello, a bad token, another user's blocks and nodes, forged
-//! commits (blocks never uploaded, wrong sizes, a stale base), a changed certificate; and the
-//! client's answer to a server that takes a request and never answers it.
+//! commits (blocks never uploaded, wrong sizes, a stale base), uploads never committed beyond
+//! the quota, a changed certificate; and the client's answer to a server that takes a request
+//! and never answers it.
 
 use std::time::{Duration, Instant};
 
@@ -175,14 +176,71 @@ async fn forged_commits_are_refused() {
         CommitResult::Stale(seq, head) => assert_eq!((seq, head), (1, root)),
         other => panic!("stale base accepted: {other:?}"),
     }
-    // Over quota (1 MiB): a 2 MiB file.
+    // Over quota (1 MiB): a 2 MiB file is refused while it is uploaded.
     let big: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 251) as u8).collect();
     let halves: Vec<&[u8]> = big.chunks(1 << 20).collect();
     let (root_bytes, file_bytes, root) = tree_with(&halves, big.len() as u64);
     let mut blocks: Vec<Vec<u8>> = halves.iter().map(|h| h.to_vec()).collect();
     blocks.extend([file_bytes, root_bytes]);
-    remote.put_blocks(blocks).await.expect("put");
-    assert_eq!(code(remote.commit(1, root).await), ErrorCode::OverQuota);
+    assert_eq!(code(remote.put_blocks(blocks).await), ErrorCode::OverQuota);
+    assert_eq!(code(remote.commit(1, root).await), ErrorCode::Missing);
+}
+
+/// 600 KiB of bytes that differ with `seed`.
+fn block_of(seed: u8) -> Vec<u8> {
+    (0..600 * 1024u32)
+        .map(|i| u8::try_from(i % 241).expect("small") ^ seed)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_never_committed_count_against_the_quota() {
+    let server = start_server(1 << 20).await;
+    let remote = connect(&server, &token(&server, "gina").await)
+        .await
+        .expect("connect");
+    let (a, b) = (block_of(1), block_of(2));
+    remote
+        .put_blocks(vec![a.clone()])
+        .await
+        .expect("600 KiB fit");
+    // Another 600 KiB would leave 1.2 MiB uploaded and never committed, over the 1 MiB quota.
+    let refused = remote.put_blocks(vec![b.clone()]).await;
+    let Err(err) = &refused else {
+        panic!("accepted: {refused:?}")
+    };
+    assert!(
+        err.to_string().contains("not yet committed"),
+        "the refusal says why: {err}"
+    );
+    assert_eq!(code(refused), ErrorCode::OverQuota);
+    // The first upload is still the folder's, ready to commit.
+    assert_eq!(
+        remote.lacking(&[BlockId::of(&a)]).await.expect("lacking"),
+        Vec::<usize>::new()
+    );
+
+    // Committing the first upload releases its share of the quota for uploads...
+    let (root_bytes, file_bytes, root) = tree_with(&[&a], a.len() as u64);
+    remote
+        .put_blocks(vec![file_bytes, root_bytes])
+        .await
+        .expect("nodes");
+    assert_eq!(
+        remote.commit(0, root).await.expect("commit"),
+        CommitResult::Committed(1)
+    );
+    remote
+        .put_blocks(vec![b.clone()])
+        .await
+        .expect("room for uploads again once the first was committed");
+    // ...while committing the second too would exceed the quota itself.
+    let (root_bytes, file_bytes, both) = tree_with(&[&a, &b], (a.len() + b.len()) as u64);
+    remote
+        .put_blocks(vec![file_bytes, root_bytes])
+        .await
+        .expect("nodes");
+    assert_eq!(code(remote.commit(1, both).await), ErrorCode::OverQuota);
 }
 
 /// A stand-in sync endpoint (the server's own TLS set-up) that says hello, answers the first

@@ -29,16 +29,17 @@ impl Blocks {
         }
     }
 
-    /// Which of `ids` are stored, refreshing the local ones' time so the garbage collector
-    /// keeps them for its grace period (an answer of "stored" is relied on by the commit that
-    /// follows). A bucket's objects are not refreshed: its collector still checks then deletes.
+    /// Which of `ids` are stored, refreshing their time so the garbage collector keeps them for
+    /// its grace period (an answer of "stored" is relied on by the commit that follows): local
+    /// blocks always, a bucket's objects when older than half the grace (rewritten, as a
+    /// deduplicating put does). A bucket's collector still checks, then deletes, in two steps.
     ///
     /// # Errors
     /// Store errors.
     pub fn keep_many(&self, ids: &[BlockId]) -> Result<Vec<bool>> {
         match self {
             Blocks::Local(store) => store.keep_many(ids),
-            Blocks::S3(store) => store.has_many(ids),
+            Blocks::S3(store) => store.keep_many(ids),
         }
     }
 

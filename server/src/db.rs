@@ -136,6 +136,22 @@ pub async fn usage(db: &Db, user_id: i64) -> DbResult<(i64, i64)> {
     Ok((row.try_get("used_bytes")?, row.try_get("quota_bytes")?))
 }
 
+/// The size of the live file at `path` in the folder, if there is one.
+///
+/// # Errors
+/// SQL errors.
+pub async fn live_file_size(db: &Db, folder_id: i64, path: &str) -> DbResult<Option<i64>> {
+    let row =
+        sqlx::query("SELECT size FROM files WHERE folder_id = $1 AND path = $2 AND deleted = 0")
+            .bind(folder_id)
+            .bind(path)
+            .fetch_optional(&db.pool)
+            .await?;
+    row.map(|r| r.try_get("size"))
+        .transpose()
+        .map_err(Into::into)
+}
+
 /// A user row.
 #[derive(Debug, Clone, FromRow)]
 pub struct UserRow {
@@ -713,7 +729,10 @@ pub async fn commit(db: &Db, record: &CommitRecord<'_>) -> DbResult<CommitOutcom
     .bind(prev_bytes + record.usage_delta)
     .execute(&mut *tx)
     .await?;
-    add_objects(&mut tx, record.folder_id, record.objects, true, record.now).await?;
+    let released = add_committed(&mut tx, record.folder_id, record.objects, record.now).await?;
+    if released != 0 {
+        add_pending(&mut tx, record.owner_id, -released).await?;
+    }
     tx.commit().await?;
     Ok(CommitOutcome::Done { seq, files })
 }
@@ -926,51 +945,172 @@ pub async fn objects_state(
     Ok(known)
 }
 
-/// Records `ids` (hex) as readable by the folder: uploaded (`committed = false`, never
-/// downgrading a committed row) or committed.
+/// Records `ids` (hex) as committed by the folder (readable, and no longer pending): rows the
+/// folder had only uploaded are upgraded. Returns the bytes those uploads had been charged,
+/// which the caller takes off the owner's pending bytes in the same transaction.
 ///
 /// # Errors
 /// SQL errors.
-pub async fn add_objects(
+async fn add_committed(
     conn: &mut AnyConnection,
     folder_id: i64,
     ids: &[String],
-    committed: bool,
     now: i64,
-) -> DbResult<()> {
-    let conflict = if committed {
-        "ON CONFLICT (folder_id, id) DO UPDATE SET committed = 1"
-    } else {
-        "ON CONFLICT (folder_id, id) DO NOTHING"
-    };
+) -> DbResult<i64> {
+    let mut released = 0;
     for batch in ids.chunks(OBJECT_BATCH_LEN) {
         let rows: Vec<String> = (0..batch.len())
-            .map(|i| format!("($1, ${}, $2, $3)", i + 4))
+            .map(|i| format!("($1, ${}, 1, $2)", i + 3))
             .collect();
+        // A fresh row is inserted with size 0 and returns 0; an upgraded upload returns the
+        // size it was charged; a row already committed is not touched and returns nothing.
         let sql = format!(
-            "INSERT INTO folder_objects (folder_id, id, committed, created_at) VALUES {} {conflict}",
+            "INSERT INTO folder_objects (folder_id, id, committed, created_at) VALUES {} \
+             ON CONFLICT (folder_id, id) DO UPDATE SET committed = 1 \
+             WHERE folder_objects.committed = 0 RETURNING size",
             rows.join(", ")
         );
         // Only placeholders are formatted in; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(folder_id)
-            .bind(i64::from(committed))
             .bind(now);
         for id in batch {
             query = query.bind(id.as_str());
         }
-        query.execute(&mut *conn).await?;
+        for row in query.fetch_all(&mut *conn).await? {
+            released += row.try_get::<i64, _>("size")?;
+        }
+    }
+    Ok(released)
+}
+
+/// A user's bytes uploaded but not yet committed, and their quota.
+///
+/// # Errors
+/// SQL errors.
+pub async fn pending_uploads(db: &Db, user_id: i64) -> DbResult<(i64, i64)> {
+    let row = sqlx::query("SELECT pending_bytes, quota_bytes FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_one(&db.pool)
+        .await?;
+    Ok((row.try_get("pending_bytes")?, row.try_get("quota_bytes")?))
+}
+
+/// Records `objects` (hex id, bytes) as uploaded to the folder (readable by it; never
+/// downgrading a committed row) and charges the rows it adds to the owner's pending bytes, in
+/// one transaction. Returns the bytes charged: an object the folder already had costs nothing.
+///
+/// # Errors
+/// SQL errors.
+pub async fn add_uploaded(
+    db: &Db,
+    owner_id: i64,
+    folder_id: i64,
+    objects: &[(String, i64)],
+    now: i64,
+) -> DbResult<i64> {
+    let mut tx = db.pool.begin().await?;
+    let mut charged = 0;
+    // Two parameters a row: half the rows of a statement, for the binding cost.
+    for batch in objects.chunks(OBJECT_BATCH_LEN / 2) {
+        let rows: Vec<String> = (0..batch.len())
+            .map(|i| format!("($1, ${}, 0, $2, ${})", 3 + 2 * i, 4 + 2 * i))
+            .collect();
+        let sql = format!(
+            "INSERT INTO folder_objects (folder_id, id, committed, created_at, size) VALUES {} \
+             ON CONFLICT (folder_id, id) DO NOTHING RETURNING size",
+            rows.join(", ")
+        );
+        // Only placeholders are formatted in; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(folder_id)
+            .bind(now);
+        for (id, size) in batch {
+            query = query.bind(id.as_str()).bind(*size);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            charged += row.try_get::<i64, _>("size")?;
+        }
+    }
+    if charged != 0 {
+        add_pending(&mut tx, owner_id, charged).await?;
+    }
+    tx.commit().await?;
+    Ok(charged)
+}
+
+async fn add_pending(conn: &mut AnyConnection, user_id: i64, delta: i64) -> DbResult<()> {
+    sqlx::query("UPDATE users SET pending_bytes = pending_bytes + $1 WHERE id = $2")
+        .bind(delta)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks the folder's uploaded (uncommitted) rows among `ids` as uploaded `now`: a client told
+/// that the folder has them may take until the grace period's end to commit them, as it may for
+/// blocks it just uploaded.
+///
+/// # Errors
+/// SQL errors.
+pub async fn refresh_uploaded(db: &Db, folder_id: i64, ids: &[String], now: i64) -> DbResult<()> {
+    for batch in ids.chunks(OBJECT_BATCH_LEN) {
+        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "UPDATE folder_objects SET created_at = $2 \
+             WHERE folder_id = $1 AND committed = 0 AND id IN ({})",
+            placeholders.join(", ")
+        );
+        // Only placeholders are formatted in; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(folder_id)
+            .bind(now);
+        for id in batch {
+            query = query.bind(id.as_str());
+        }
+        query.execute(&db.pool).await?;
     }
     Ok(())
 }
 
-/// [`add_objects`] on a pooled connection.
+/// Forgets uploads that no commit took up before `cutoff` (Unix ms) and gives their bytes back
+/// to their owners' pending bytes, in one transaction; returns (rows, bytes) released. Their
+/// blocks are the garbage collector's: unreferenced and as old, they are deleted.
 ///
 /// # Errors
 /// SQL errors.
-pub async fn add_uploaded(db: &Db, folder_id: i64, ids: &[String], now: i64) -> DbResult<()> {
-    let mut conn = db.pool.acquire().await?;
-    add_objects(&mut conn, folder_id, ids, false, now).await
+pub async fn expire_uploads(db: &Db, cutoff: i64) -> DbResult<(u64, i64)> {
+    let mut tx = db.pool.begin().await?;
+    // Deleted first and summed from what was deleted: a commit taking a row up meanwhile either
+    // upgraded it before (not deleted here) or finds it gone (and releases nothing).
+    let rows = sqlx::query(
+        "DELETE FROM folder_objects WHERE committed = 0 AND created_at < $1 RETURNING folder_id, size",
+    )
+    .bind(cutoff)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut per_folder: HashMap<i64, i64> = HashMap::new();
+    for row in &rows {
+        *per_folder.entry(row.try_get("folder_id")?).or_default() +=
+            row.try_get::<i64, _>("size")?;
+    }
+    let mut bytes = 0;
+    for (folder_id, size) in per_folder {
+        bytes += size;
+        if size != 0 {
+            sqlx::query(
+                "UPDATE users SET pending_bytes = pending_bytes - $1 \
+                 WHERE id = (SELECT owner_id FROM folders WHERE id = $2)",
+            )
+            .bind(size)
+            .bind(folder_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok((rows.len() as u64, bytes))
 }
 
 /// Claims this round of the periodic job `kind`: true when it was due at `now` and this caller

@@ -9,7 +9,9 @@
 //! - [`collect_garbage`] marks every block reachable from the retained commits and deletes the
 //!   rest, but only blocks older than a grace period: an upload stores blocks before it commits,
 //!   and a deduplicated block gets its mtime refreshed, so no block an upload is about to
-//!   reference can be deleted under it. If any tree cannot be walked it deletes nothing.
+//!   reference can be deleted under it. If any tree cannot be walked it deletes nothing. It
+//!   first expires uploads no commit took up within the same grace period, releasing the
+//!   quota they were charged ([`db::expire_uploads`]).
 //! - [`export_audit`] writes audit-log rows past the last export to JSON-lines files named by
 //!   their id range (`audit/audit-FIRST-LAST.jsonl`, in the data dir or the S3 bucket), then
 //!   advances a mark in the database: a rerun rewrites the same file with the same bytes.
@@ -226,8 +228,9 @@ pub async fn run(state: &AppState, job: Job) -> Result<String, String> {
     let outcome = match job {
         Job::CollectGarbage { grace } => collect_garbage(state, grace).await.map(|r| {
             format!(
-                "{} live blocks, {} deleted, {} unreferenced kept as young, {} bytes of disk given back",
-                r.live, r.deleted, r.young, r.bytes_reclaimed
+                "{} live blocks, {} deleted, {} unreferenced kept as young, {} bytes of disk given back; \
+                 {} uploads never committed expired ({} bytes of pending quota released)",
+                r.live, r.deleted, r.young, r.bytes_reclaimed, r.uploads_expired, r.pending_released
             )
         }),
         Job::PruneVersions { retention } => prune_versions(state, retention)
@@ -255,6 +258,10 @@ pub struct GcReport {
     pub young: u64,
     /// Disk space given back by compacting the local store's packs after the deletions.
     pub bytes_reclaimed: u64,
+    /// Uploads no commit took up within the grace period, forgotten by their folders.
+    pub uploads_expired: u64,
+    /// The bytes those uploads were charged, given back to their owners' pending quota.
+    pub pending_released: u64,
 }
 
 /// Deletes unreferenced blocks older than `grace`.
@@ -275,12 +282,22 @@ pub async fn collect_garbage(state: &AppState, grace: Duration) -> Result<GcRepo
         })
         .collect::<Result<_, _>>()?;
     roots.push(state.empty_root);
+    let cutoff = started.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    // Uploads as old as the blocks about to go stop counting against their owners' quota (and
+    // stop being readable by their folders: a commit naming them must upload them again).
+    let cutoff_ms = cutoff
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let (uploads_expired, pending_released) = db::expire_uploads(&state.db, cutoff_ms)
+        .await
+        .map_err(|e| e.to_string())?;
     let store = Arc::clone(&state.store);
     tokio::task::spawn_blocking(move || {
         let live = reachable(store.as_ref(), &roots).map_err(|e| format!("not collecting: {e}"))?;
-        let cutoff = started.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut report = GcReport {
             live: live.len() as u64,
+            uploads_expired,
+            pending_released: u64::try_from(pending_released).unwrap_or(0),
             ..GcReport::default()
         };
         for id in store.list().map_err(|e| e.to_string())? {

@@ -15,6 +15,7 @@ use cairn_server::config::{ServerConfig, Services};
 use cairn_server::limits::{
     QUOTA_DEFAULT, SHUTDOWN_GRACE, UPLOAD_SIZE_MAX_DEFAULT, VERSION_RETENTION_DEFAULT_DAYS,
 };
+use cairn_store::fs::FsBlockStore;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Cairn's server: REST + WebSocket API over a content-addressed block store.
@@ -96,6 +97,9 @@ enum Command {
     Check,
     /// Run database migrations and exit.
     Migrate,
+    /// Rebuild the local block store's index log from its pack files (the server must be
+    /// stopped); for a store that refuses to open because its index log is missing or damaged.
+    RebuildIndex,
 }
 
 fn main() -> ExitCode {
@@ -145,6 +149,41 @@ async fn run(args: Args) -> Result<ExitCode> {
             let db = cairn_server::db::Db::connect(&config.database_url).await?;
             db.migrate().await?;
             say("migrations are up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RebuildIndex => {
+            if config.services.s3_url.is_some() {
+                bail!(
+                    "blocks are in S3 (CAIRN_S3_URL), which keeps no index log; nothing to rebuild"
+                );
+            }
+            let path = config.storage_path.clone();
+            let report =
+                tokio::task::spawn_blocking(move || FsBlockStore::rebuild_index(&path)).await??;
+            for pack in &report.unreadable_packs {
+                say(&format!(
+                    "damaged: {} held no readable block; moved aside",
+                    pack.display()
+                ));
+            }
+            say(&format!(
+                "rebuilt the index of {}: {} blocks from {} packs; {} damaged stretches ({} bytes) skipped{}",
+                config.storage_path.display(),
+                report.blocks,
+                report.packs,
+                report.damaged_regions,
+                report.damaged_bytes,
+                report
+                    .previous_log
+                    .as_ref()
+                    .map_or_else(String::new, |p| format!(
+                        "; the previous log is kept as {}",
+                        p.display()
+                    ))
+            ));
+            say(
+                "next: run `cairn-server check` to verify every folder's blocks against the metadata",
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => {

@@ -24,6 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use crate::api::{AppState, authenticate, now_ms};
 use crate::commit::{RootError, RootOutcome, commit_root_keeping};
 use crate::db;
+use crate::limits;
 
 /// Concurrent streams one connection may have open.
 pub const STREAMS_MAX: u32 = 64;
@@ -285,7 +286,7 @@ async fn handle(
             reply(send, Response::Lacking { indices }).await
         }
         Request::PutBlocks { count, .. } => {
-            let (ids, new) = put_blocks(state, folder.id, *count, recv).await?;
+            let (ids, new) = put_blocks(state, who.user_id, folder.id, *count, recv).await?;
             reply(send, Response::Stored { ids, new }).await
         }
         Request::Commit { base_seq, root, .. } | Request::CommitKeeping { base_seq, root, .. } => {
@@ -478,8 +479,18 @@ async fn lacking(state: &AppState, folder_id: i64, ids: &[BlockId]) -> Result<Ve
         .map_err(|e| Refusal::internal(&e))?
         .map_err(|e| Refusal::internal(&e))?;
     let mut have = vec![false; ids.len()];
-    for ((i, _), present) in candidates.iter().zip(present) {
+    let mut refresh = Vec::new();
+    for ((i, id), present) in candidates.iter().zip(present) {
         have[*i] = present;
+        if present && known.get(&hex[*i]) == Some(&false) {
+            refresh.push(id.to_string());
+        }
+    }
+    // An upload the client is told the folder has must not expire before its commit either.
+    if !refresh.is_empty() {
+        db::refresh_uploaded(&state.db, folder_id, &refresh, now_ms())
+            .await
+            .map_err(|e| Refusal::internal(&e))?;
     }
     Ok(have
         .iter()
@@ -491,6 +502,7 @@ async fn lacking(state: &AppState, folder_id: i64, ids: &[BlockId]) -> Result<Ve
 
 async fn put_blocks(
     state: &AppState,
+    owner_id: i64,
     folder_id: i64,
     count: u32,
     recv: &mut RecvStream,
@@ -507,8 +519,13 @@ async fn put_blocks(
         batch.push(block);
         if batch_bytes >= PUT_BATCH_BYTES || i + 1 == count {
             state.metrics.quic_received(batch_bytes as u64);
+            admit_upload(state, owner_id, batch_bytes).await?;
             let blocks = std::mem::take(&mut batch);
             batch_bytes = 0;
+            let sizes: Vec<i64> = blocks
+                .iter()
+                .map(|b| i64::try_from(b.len()).unwrap_or(i64::MAX))
+                .collect();
             let store = Arc::clone(&state.store);
             let puts = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
@@ -527,14 +544,45 @@ async fn put_blocks(
                 .metrics
                 .blocks_received(puts.len() as u64, fresh as u64);
             new += u32::try_from(fresh).unwrap_or(0);
+            // Recorded (and charged) batch by batch: a stream broken off after a batch leaves
+            // nothing stored that the owner is not charged for.
+            let objects: Vec<(String, i64)> = puts
+                .iter()
+                .zip(sizes)
+                .map(|(p, size)| (p.id.to_string(), size))
+                .collect();
+            db::add_uploaded(&state.db, owner_id, folder_id, &objects, now_ms())
+                .await
+                .map_err(|e| Refusal::internal(&e))?;
             ids.extend(puts.iter().map(|p| p.id));
         }
     }
-    let hex: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    db::add_uploaded(&state.db, folder_id, &hex, now_ms())
+    Ok((ids, new))
+}
+
+/// Refuses a batch of `bytes` that would take the owner's uploads not yet committed past their
+/// quota: blocks a client never commits are kept until the garbage collector's grace period
+/// ends, and without this limit a client could fill the disk with them meanwhile.
+async fn admit_upload(state: &AppState, owner_id: i64, bytes: usize) -> Result<(), Refusal> {
+    let (pending, quota) = db::pending_uploads(&state.db, owner_id)
         .await
         .map_err(|e| Refusal::internal(&e))?;
-    Ok((ids, new))
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    if pending.saturating_add(bytes) <= quota {
+        return Ok(());
+    }
+    Err(Refusal(
+        ErrorCode::OverQuota,
+        format!(
+            "uploads not yet committed would exceed your storage quota ({} + {} of {} bytes); \
+             commit or stop the uploads in progress, ask for more space, or wait: uploads no \
+             commit takes up are released after {} hours",
+            pending.max(0),
+            bytes,
+            quota,
+            limits::GC_GRACE.as_secs() / 3600
+        ),
+    ))
 }
 
 async fn reply(send: &mut SendStream, response: Response) -> Result<(), Refusal> {

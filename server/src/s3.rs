@@ -270,6 +270,63 @@ impl S3BlockStore {
             .insert(id, data);
     }
 
+    /// Which of `ids` are stored, rewriting those last modified longer ago than `refresh_after`
+    /// (as a deduplicating put does): an answer "the bucket has it" keeps the block from the
+    /// garbage collector for at least half its grace period, so the commit that relies on the
+    /// answer finds it. A block whose bytes no longer verify counts as absent, so the client
+    /// uploads it again.
+    ///
+    /// # Errors
+    /// S3 errors.
+    pub fn keep_many(&self, ids: &[BlockId]) -> Result<Vec<bool>> {
+        self.block_on(
+            futures_util::stream::iter(ids)
+                .map(|id| self.keep_one(id))
+                .buffered(S3_CONCURRENCY)
+                .try_collect(),
+        )
+    }
+
+    async fn keep_one(&self, id: &BlockId) -> Result<bool> {
+        let Some(modified) = self.head(id).await? else {
+            return Ok(false);
+        };
+        let fresh = SystemTime::now()
+            .duration_since(modified)
+            .is_ok_and(|age| age < self.refresh_after);
+        if fresh {
+            return Ok(true);
+        }
+        let data = match self.fetch(id).await {
+            Ok(data) => data,
+            Err(Error::BlockCorrupt { .. } | Error::BlockMissing(_)) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        self.store
+            .put(&self.path(id), PutPayload::from(data))
+            .await
+            .map_err(|e| self.error("refreshing", Some(id), e))?;
+        Ok(true)
+    }
+
+    /// Reads a block from the bucket (not the cache) and checks its hash.
+    async fn fetch(&self, id: &BlockId) -> Result<Vec<u8>> {
+        let data = match self.store.get(&self.path(id)).await {
+            Ok(found) => found
+                .bytes()
+                .await
+                .map(|b| b.to_vec())
+                .map_err(|e| self.error("reading", Some(id), e))?,
+            Err(object_store::Error::NotFound { .. }) => return Err(Error::BlockMissing(*id)),
+            Err(err) => return Err(self.error("reading", Some(id), err)),
+        };
+        let actual = BlockId::of(&data);
+        if actual != *id {
+            return Err(Error::BlockCorrupt { id: *id, actual });
+        }
+        Ok(data)
+    }
+
     /// The block's last-modified time (for the garbage collector's grace period).
     ///
     /// # Errors
@@ -318,21 +375,7 @@ impl BlockStore for S3BlockStore {
         if let Some(data) = cached {
             return Ok(data.to_vec());
         }
-        let data = self.block_on(async {
-            match self.store.get(&self.path(id)).await {
-                Ok(found) => found
-                    .bytes()
-                    .await
-                    .map(|b| b.to_vec())
-                    .map_err(|e| self.error("reading", Some(id), e)),
-                Err(object_store::Error::NotFound { .. }) => Err(Error::BlockMissing(*id)),
-                Err(err) => Err(self.error("reading", Some(id), err)),
-            }
-        })?;
-        let actual = BlockId::of(&data);
-        if actual != *id {
-            return Err(Error::BlockCorrupt { id: *id, actual });
-        }
+        let data = self.block_on(self.fetch(id))?;
         self.cache_insert(*id, &data);
         Ok(data)
     }

@@ -259,23 +259,7 @@ impl FsBlockStore {
         for dir in [&root, &packs_dir] {
             fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         }
-        let lock_path = root.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("opening", &lock_path, e))?;
-        lock.try_lock().map_err(|_| {
-            Error::io(
-                "locking",
-                &lock_path,
-                std::io::Error::new(
-                    ErrorKind::WouldBlock,
-                    "the block store is in use by another process; stop it first",
-                ),
-            )
-        })?;
+        let lock = lock_root(&root)?;
         // Temp files of the one-file-per-block layout: never referenced.
         let legacy_tmp = root.join("tmp");
         if legacy_tmp.exists() {
@@ -307,6 +291,19 @@ impl FsBlockStore {
             shared,
             flusher: Some(flusher),
         })
+    }
+
+    /// Rebuilds the index log of the store at `root` from its packs, for a store that refuses
+    /// to open because its log is missing or damaged. The store must not be open (this takes
+    /// its lock). Every pack record whose bytes hash to its id is indexed; damaged stretches
+    /// are stepped over. The previous log is kept beside the new one. What only the log knew is
+    /// lost: blocks deleted since their pack was last compacted come back (the next collection
+    /// deletes them again), and every block counts as stored now.
+    ///
+    /// # Errors
+    /// IO errors, or the store being in use.
+    pub fn rebuild_index(root: impl AsRef<Path>) -> Result<RebuildReport> {
+        rebuild::rebuild(root.as_ref())
     }
 
     /// The store's root directory.
@@ -442,7 +439,10 @@ fn load_index(log_path: &Path, packs_dir: &Path) -> Result<(Log, State)> {
             log_path,
             std::io::Error::new(
                 ErrorKind::InvalidData,
-                format!("{why}; the store is left untouched: restore the file from a backup"),
+                format!(
+                    "{why}; the store is left untouched: rebuild the index from the packs \
+                     (`cairn-server rebuild-index` for a server) or restore the file from a backup"
+                ),
             ),
         )
     };
@@ -594,7 +594,17 @@ fn decode_log_record(record: &[u8]) -> Option<(BlockId, Option<Loc>)> {
 
 /// Replaces the log with one record per durable block: written beside it, synced, renamed over.
 fn rewrite_log(log: &mut Log, index: &HashMap<BlockId, Loc>) -> Result<()> {
-    let tmp = log.path.with_extension("log.new");
+    let (file, len, records) = write_log(&log.path, index)?;
+    log.file = file;
+    log.len = len;
+    log.records = records;
+    Ok(())
+}
+
+/// Writes a log of one record per durable block at `path`: beside it, synced, renamed over,
+/// and the directory synced. Returns the open file, its length and its record count.
+fn write_log(path: &Path, index: &HashMap<BlockId, Loc>) -> Result<(File, u64, u64)> {
+    let tmp = path.with_extension("log.new");
     let mut bytes = Vec::with_capacity(index.len() * LOG_RECORD_LEN);
     let mut records = 0u64;
     for (id, loc) in index.iter().filter(|(_, loc)| loc.durable) {
@@ -611,12 +621,31 @@ fn rewrite_log(log: &mut Log, index: &HashMap<BlockId, Loc>) -> Result<()> {
     file.write_all_at(&bytes, 0)
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io("writing", &tmp, e))?;
-    fs::rename(&tmp, &log.path).map_err(|e| Error::io("renaming", &tmp, e))?;
-    sync_dir(log.path.parent().unwrap_or(Path::new(".")))?;
-    log.file = file;
-    log.len = bytes.len() as u64;
-    log.records = records;
-    Ok(())
+    fs::rename(&tmp, path).map_err(|e| Error::io("renaming", &tmp, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok((file, bytes.len() as u64, records))
+}
+
+/// Opens and locks `root/lock`, held for as long as the file is: one process per store.
+fn lock_root(root: &Path) -> Result<File> {
+    let lock_path = root.join("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io("opening", &lock_path, e))?;
+    lock.try_lock().map_err(|_| {
+        Error::io(
+            "locking",
+            &lock_path,
+            std::io::Error::new(
+                ErrorKind::WouldBlock,
+                "the block store is in use by another process; stop it first",
+            ),
+        )
+    })?;
+    Ok(lock)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -1341,6 +1370,9 @@ fn read_record(file: &File, offset: u64, len: usize) -> std::io::Result<(u8, Vec
     }
     Ok((header[0], payload))
 }
+
+mod rebuild;
+pub use rebuild::RebuildReport;
 
 #[cfg(test)]
 mod tests;

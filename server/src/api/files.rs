@@ -122,7 +122,10 @@ pub async fn upload(
                     "send one 'file' field per upload".to_owned(),
                 ));
             }
-            Some("file") => ingested = Some(receive_file(&state, field).await?),
+            Some("file") => {
+                let room = quota_room(&state, user.id, path.as_ref()).await?;
+                ingested = Some(receive_file(&state, field, room).await?);
+            }
             other => {
                 let name = other
                     .unwrap_or("(unnamed)")
@@ -168,9 +171,36 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(file_info(&committed.file))))
 }
 
+/// How many bytes an upload to `path` may have before its commit is certain to exceed the
+/// quota: the free space plus what the file it replaces holds. Without the path (sent after
+/// the file), the whole quota: the commit still decides.
+async fn quota_room(
+    state: &AppState,
+    user_id: i64,
+    path: Option<&RelPath>,
+) -> Result<u64, ApiError> {
+    let (used, quota) = db::usage(&state.db, user_id).await?;
+    let Some(path) = path else {
+        return Ok(u64::try_from(quota).unwrap_or(0));
+    };
+    let folder = db::folder(&state.db, user_id, DEFAULT_FOLDER)
+        .await?
+        .ok_or(ApiError::NotFound("folder"))?;
+    let replaced = db::live_file_size(&state.db, folder.id, path.as_str())
+        .await?
+        .unwrap_or(0);
+    Ok(u64::try_from(quota.saturating_sub(used).saturating_add(replaced)).unwrap_or(0))
+}
+
 /// Streams one multipart field into the chunker on a blocking thread, through a bounded
-/// channel: memory stays flat, and a slow disk slows the upload instead of buffering it.
-async fn receive_file(state: &AppState, mut field: Field<'_>) -> Result<Ingested, ApiError> {
+/// channel: memory stays flat, and a slow disk slows the upload instead of buffering it. An
+/// upload that outgrows `room` (see [`quota_room`]) is refused as soon as it does, not after
+/// it was all stored.
+async fn receive_file(
+    state: &AppState,
+    mut field: Field<'_>,
+    room: u64,
+) -> Result<Ingested, ApiError> {
     let (tx, rx) = mpsc::channel::<Bytes>(UPLOAD_CHANNEL_LEN_MAX);
     let store = Arc::clone(&state.store);
     let task = tokio::task::spawn_blocking(move || {
@@ -187,23 +217,44 @@ async fn receive_file(state: &AppState, mut field: Field<'_>) -> Result<Ingested
     });
     let max = state.config.upload_size_max;
     let mut total: u64 = 0;
+    let mut tx = Some(tx);
+    let mut refused: Option<ApiError> = None;
     let received = loop {
         match field.chunk().await {
             Ok(Some(bytes)) => {
                 total += bytes.len() as u64;
+                if refused.is_some() {
+                    // The rest of a refused upload is read and dropped, not stored: a server
+                    // that answers before it has read the request makes many clients see a
+                    // reset connection instead of the answer.
+                    continue;
+                }
                 if total > max {
-                    break Err(ApiError::TooLarge(
+                    refused = Some(ApiError::TooLarge(
                         "upload_too_large",
                         format!("uploads are limited to {max} bytes"),
                     ));
+                } else if total > room {
+                    refused = Some(ApiError::TooLarge(
+                        "quota_exceeded",
+                        "this change would exceed your storage quota; delete files or ask for more space"
+                            .to_owned(),
+                    ));
                 }
-                if tx.send(bytes).await.is_err() {
+                if refused.is_some() {
+                    // The chunker stops here.
+                    tx = None;
+                    continue;
+                }
+                if let Some(sender) = &tx
+                    && sender.send(bytes).await.is_err()
+                {
                     // The chunker stopped early; its error is reported below.
                     break Ok(());
                 }
             }
-            Ok(None) => break Ok(()),
-            Err(err) => break Err(multipart_error(err)),
+            Ok(None) => break refused.map_or(Ok(()), Err),
+            Err(err) => break Err(refused.unwrap_or_else(|| multipart_error(err))),
         }
     };
     drop(tx);

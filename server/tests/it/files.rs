@@ -1,6 +1,7 @@
 //! Upload, list, download (whole, ranges, versions), delete, versions, changes, heartbeat,
 //! health, the OpenAPI document and `cairn-server check`.
 
+use cairn_store::BlockStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -224,6 +225,16 @@ async fn quota_is_enforced(engine: Engine) {
     );
     let over = server.upload(&token, "b.bin", bytes(60_000, 2)).await;
     assert_error(over, StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded").await;
+    // An upload far over the quota is turned away once it outgrows the free space, not after
+    // the server stored all of it.
+    let stored_before = stored_bytes(&server);
+    let huge = server.upload(&token, "c.bin", bytes(4_000_000, 4)).await;
+    assert_error(huge, StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded").await;
+    let stored = stored_bytes(&server) - stored_before;
+    assert!(
+        stored < 1_000_000,
+        "the refused upload stored {stored} bytes of its 4,000,000"
+    );
     // Replacing a file counts only the difference.
     assert_eq!(
         server
@@ -243,6 +254,17 @@ async fn quota_is_enforced(engine: Engine) {
         Some(1),
         "the refused upload left nothing behind"
     );
+}
+
+/// The bytes of every block in the server's store.
+fn stored_bytes(server: &TestServer) -> usize {
+    let store = &server.state.store;
+    store
+        .list()
+        .expect("list")
+        .iter()
+        .map(|id| store.get(id).expect("get").len())
+        .sum()
 }
 
 async fn changes_heartbeat_health_openapi(engine: Engine) {
@@ -398,5 +420,39 @@ async fn check_command_finds_corruption(engine: Engine) {
     assert!(
         stdout.contains("problem:") && stdout.contains("; 1 problems"),
         "{stdout}"
+    );
+
+    // A lost index log: the server refuses to start, in one line that says what to do...
+    std::fs::remove_file(dir.path().join("blocks/index.log")).expect("lose the log");
+    let refused = check();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("index log is missing") && stderr.contains("cairn-server rebuild-index"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // ...and `rebuild-index` brings every block back but the damaged one.
+    let rebuilt = std::process::Command::new(env!("CARGO_BIN_EXE_cairn-server"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--database-url")
+        .arg(&database_url)
+        .arg("rebuild-index")
+        .output()
+        .expect("run cairn-server rebuild-index");
+    let stdout = String::from_utf8_lossy(&rebuilt.stdout);
+    assert!(
+        rebuilt.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    assert!(stdout.contains("rebuilt the index"), "{stdout}");
+    let after = check();
+    let stdout = String::from_utf8_lossy(&after.stdout);
+    assert_eq!(after.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("missing") && stdout.contains("; 1 problems"),
+        "only the damaged block is gone: {stdout}"
     );
 }

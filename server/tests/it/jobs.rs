@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
+use cairn_server::db;
 use cairn_server::jobs::{GcReport, collect_garbage, prune_versions};
-use cairn_store::BlockStore;
+use cairn_store::{BlockId, BlockStore};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::support::{Engine, TestServer, assert_error, bytes};
 
-crate::both_databases!(prune_then_collect);
+crate::both_databases!(prune_then_collect, uploads_never_committed_expire);
 
 async fn prune_then_collect(engine: Engine) {
     let server = TestServer::start(engine).await;
@@ -92,4 +93,71 @@ async fn prune_then_collect(engine: Engine) {
         .await
         .expect("gc");
     assert_eq!(again.deleted, 0, "collection is idempotent");
+}
+
+/// Uploads no commit takes up are charged to their owner's pending quota until the collector
+/// expires them with their blocks; one the client was told the folder has is kept as long as a
+/// fresh upload.
+async fn uploads_never_committed_expire(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    server.user("uma").await;
+    let db = &server.state.db;
+    let owner = db::user_by_name(db, "uma")
+        .await
+        .expect("query")
+        .expect("uma")
+        .id;
+    let folder = db::folder(db, owner, "default")
+        .await
+        .expect("query")
+        .expect("default folder")
+        .id;
+    let id = |seed: &[u8]| BlockId::of(seed).to_string();
+    let now = cairn_server::api::now_ms();
+    let two_hours_ago = now - 2 * 3600 * 1000;
+    let charged = db::add_uploaded(
+        db,
+        owner,
+        folder,
+        &[(id(b"a"), 100), (id(b"b"), 200), (id(b"c"), 400)],
+        two_hours_ago,
+    )
+    .await
+    .expect("add");
+    assert_eq!(charged, 700);
+    let again = db::add_uploaded(db, owner, folder, &[(id(b"a"), 100)], now)
+        .await
+        .expect("add again");
+    assert_eq!(again, 0, "an upload the folder already has costs nothing");
+    assert_eq!(
+        db::pending_uploads(db, owner).await.expect("pending").0,
+        700
+    );
+
+    // "c" was just confirmed to a client by a lacking answer.
+    db::refresh_uploaded(db, folder, &[id(b"c")], now)
+        .await
+        .expect("refresh");
+    let report = collect_garbage(&server.state, Duration::from_secs(3600))
+        .await
+        .expect("gc");
+    assert_eq!((report.uploads_expired, report.pending_released), (2, 300));
+    assert_eq!(
+        db::pending_uploads(db, owner).await.expect("pending").0,
+        400
+    );
+    let known = db::objects_state(db, folder, &[id(b"a"), id(b"c")])
+        .await
+        .expect("state");
+    assert_eq!(
+        known.len(),
+        1,
+        "only the refreshed upload is still the folder's"
+    );
+
+    let report = collect_garbage(&server.state, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert_eq!((report.uploads_expired, report.pending_released), (1, 400));
+    assert_eq!(db::pending_uploads(db, owner).await.expect("pending").0, 0);
 }

@@ -467,8 +467,42 @@ async fn instances_share_blocks_in_s3() {
         .and_then(|n| n.parse().ok())
         .expect("object named by its block id");
     std::fs::write(&victim, b"not the block any more").expect("damage the object");
+    // A block the bucket is asked to keep (a "lacking" answer of "stored") is rewritten when it
+    // is old, so the collector cannot take it before the commit relying on it.
+    let old_object = objects
+        .iter()
+        .find(|path| **path != victim)
+        .expect("another block")
+        .clone();
+    let old_id: cairn_store::BlockId = old_object
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .expect("object named by its block id");
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old_object)
+        .and_then(|f| f.set_modified(two_days_ago))
+        .expect("age the object");
+    let absent = cairn_store::BlockId::of(b"never stored");
     let read = tokio::task::spawn_blocking(move || {
         use cairn_store::BlockStore as _;
+        let aged = store.modified(&old_id).expect("modified").expect("stored");
+        assert!(
+            aged < two_days_ago + Duration::from_secs(60),
+            "the bucket reports the age"
+        );
+        assert_eq!(
+            store.keep_many(&[old_id, absent]).expect("keep"),
+            vec![true, false]
+        );
+        let kept = store.modified(&old_id).expect("modified").expect("stored");
+        assert!(
+            kept > std::time::SystemTime::now() - Duration::from_secs(600),
+            "refreshed: {kept:?}"
+        );
+        assert!(store.get(&old_id).is_ok(), "the same bytes");
         let listed = store.list().expect("list");
         (listed.contains(&id), store.get(&id))
     })

@@ -310,6 +310,112 @@ fn a_damaged_or_missing_index_log_is_refused_not_repaired_by_dropping_blocks() {
 }
 
 #[test]
+fn a_lost_or_damaged_index_is_rebuilt_from_the_packs_around_damage_inside_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Compressible and incompressible blocks, in two packs' worth of syncs.
+    let blocks: Vec<Vec<u8>> = (0..40)
+        .map(|seed| {
+            if seed % 2 == 0 {
+                random_block(20_000 + seed as usize, seed)
+            } else {
+                format!("block {seed} ").repeat(3000).into_bytes()
+            }
+        })
+        .collect();
+    let deleted = random_block(5_000, 99);
+    let damaged_id = BlockId::of(&blocks[10]);
+    let (pack, damaged_at) = {
+        let store = open(dir.path());
+        for data in &blocks {
+            store.put(data).expect("put");
+        }
+        store.put(&deleted).expect("put");
+        store.sync().expect("sync");
+        store.delete(&BlockId::of(&deleted)).expect("delete");
+        store.sync().expect("sync");
+        let (pack, offset, _) = store.location(&damaged_id).expect("located");
+        (pack, offset)
+    };
+    // Damage at rest inside one record of the pack, and a lost log.
+    let mut bytes = fs::read(&pack).expect("pack");
+    let middle = usize::try_from(damaged_at).expect("small") + 100;
+    bytes[middle] ^= 0xff;
+    fs::write(&pack, &bytes).expect("damage");
+    fs::remove_file(dir.path().join("index.log")).expect("lose the log");
+    let refused = FsBlockStore::open(dir.path(), FsStoreOptions::DEFAULT).expect_err("refused");
+    assert!(refused.to_string().contains("rebuild-index"), "{refused}");
+
+    // The rebuild takes the store's lock like an open does.
+    let holder = lock_root(dir.path()).expect("lock");
+    assert!(
+        FsBlockStore::rebuild_index(dir.path()).is_err(),
+        "store in use"
+    );
+    drop(holder);
+
+    let report = FsBlockStore::rebuild_index(dir.path()).expect("rebuild");
+    assert_eq!(
+        report.blocks, 40,
+        "39 good blocks and the deleted one: {report:?}"
+    );
+    assert_eq!(report.damaged_regions, 1, "{report:?}");
+    assert!(report.previous_log.is_none());
+    let store = open(dir.path());
+    for data in &blocks {
+        let id = BlockId::of(data);
+        if id == damaged_id {
+            assert!(
+                !store.has(&id).expect("has"),
+                "the damaged record is not indexed"
+            );
+        } else {
+            assert_eq!(&store.get(&id).expect("every other block reads"), data);
+        }
+    }
+    // The log alone knew of the deletion: the block is back, as young as the rest, for the
+    // garbage collector to delete again.
+    assert_eq!(store.get(&BlockId::of(&deleted)).expect("back"), deleted);
+    let young = store
+        .delete_if_older(
+            &BlockId::of(&deleted),
+            SystemTime::now() - Duration::from_secs(60),
+        )
+        .expect("gc");
+    assert_eq!(young, Some(false), "its age starts over");
+    drop(store);
+
+    // A second rebuild keeps the log it replaces, and finds the same.
+    let again = FsBlockStore::rebuild_index(dir.path()).expect("rebuild again");
+    assert_eq!(again.blocks, 40);
+    let previous = again.previous_log.expect("previous log kept");
+    assert!(previous.exists(), "{previous:?}");
+}
+
+#[test]
+fn a_pack_without_one_readable_record_is_set_aside_not_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = random_block(10_000, 7);
+    let pack = {
+        let store = open(dir.path());
+        let put = store.put(&data).expect("put");
+        store.sync().expect("sync");
+        store.location(&put.id).expect("located").0
+    };
+    let mut bytes = fs::read(&pack).expect("pack");
+    for b in &mut bytes[..100] {
+        *b = 0x5a;
+    }
+    fs::write(&pack, &bytes).expect("damage");
+    let report = FsBlockStore::rebuild_index(dir.path()).expect("rebuild");
+    assert_eq!(report.blocks, 0);
+    assert_eq!(report.unreadable_packs.len(), 1, "{report:?}");
+    assert!(report.unreadable_packs[0].exists());
+    assert!(!pack.exists());
+    let store = open(dir.path());
+    assert!(store.list().expect("list").is_empty());
+}
+
+#[test]
 fn compaction_gives_back_deleted_space_and_keeps_the_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = FsBlockStore::open(
