@@ -532,6 +532,53 @@ fn mtime(path: &Path) -> std::time::SystemTime {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_reads_files_again_when_its_node_cache_was_damaged() {
+    let (server, _data, _stop) = start_server().await;
+    let (a, b) = (Device::new(), Device::new());
+    sign_up_both(&a, &b, &server, "rosa").await;
+    std::fs::write(a.folder().join("notes.txt"), b"from a").expect("write");
+    std::fs::write(a.folder().join("keep.txt"), b"kept").expect("write");
+    std::fs::write(b.folder().join("notes.txt"), b"from b, longer").expect("write");
+    std::fs::write(b.folder().join("keep.txt"), b"kept").expect("write");
+    // Older than the scan's stamp by more than a clock tick: the scan cache keeps them.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (src_a, src_b) = (a.folder(), b.folder());
+    let (src_a, src_b) = (
+        src_a.to_str().expect("utf-8"),
+        src_b.to_str().expect("utf-8"),
+    );
+    a.ok(&["backup", src_a, "--remote", "bk"]).await;
+    // Another device backs up over the same remote: its notes.txt is the remote's now.
+    b.ok(&["backup", src_b, "--remote", "bk"]).await;
+    // A's node cache loses every node (its state database changed from outside).
+    let mut state_dbs: Vec<PathBuf> = Vec::new();
+    let mut dirs = vec![a.home.path().join("config")];
+    while let Some(dir) = dirs.pop() {
+        for item in std::fs::read_dir(&dir).expect("config dir").flatten() {
+            let path = item.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().is_some_and(|n| n == "state.db") {
+                state_dbs.push(path);
+            }
+        }
+    }
+    assert_eq!(state_dbs.len(), 1, "{state_dbs:?}");
+    let removed = rusqlite::Connection::open(&state_dbs[0])
+        .and_then(|db| db.execute("DELETE FROM nodes", []))
+        .expect("empty the node cache");
+    assert!(removed > 0);
+
+    // A's next backup reads its files again and makes the remote A's folder once more.
+    let backed_up = run_json(&a.run(&["--json", "backup", src_a, "--remote", "bk"]).await);
+    assert_eq!(backed_up["new_snapshot"], true, "{backed_up}");
+    let check = a.home.path().join("check");
+    a.ok(&["restore", check.to_str().expect("utf-8"), "--remote", "bk"])
+        .await;
+    assert_eq!(tree(&check), tree(&a.folder()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_snapshots_and_restore() {
     let (server, _data, _stop) = start_server().await;
     let device = Device::new();

@@ -601,7 +601,8 @@ impl Engine {
 
     async fn backup_inner(&mut self, remote: &Remote) -> Result<PassSummary, SyncError> {
         self.emit(Event::Phase("scanning"));
-        let local = self.scan().await?;
+        let mut local = self.scan().await?;
+        let mut trusted = true;
         let mut summary = PassSummary::default();
         for _ in 0..STALE_RETRIES_MAX {
             let (seq, root) = remote.head().await?;
@@ -621,6 +622,17 @@ impl Engine {
                 now_utc: crate::time::utc_now(),
                 conflict_copies: true,
             });
+            // Unlike a sync, a backup uploads entries equal to the last-synced base when the
+            // remote moved on (another device backed up there). The scan took those from its
+            // cache without looking their nodes up; if the node cache lost one (a state
+            // database changed from outside), the folder is scanned again trusting nothing,
+            // which reads such files again, instead of failing on every backup.
+            if trusted && self.lacks_base_nodes(&planned)? {
+                self.emit(Event::Phase("scanning"));
+                local = self.scan_trusting(false).await?;
+                trusted = false;
+                continue;
+            }
             let Some(committed) = self
                 .commit_plan(remote, (seq, root), &planned, &local, &mut summary)
                 .await?
@@ -639,6 +651,27 @@ impl Engine {
             return Ok(summary);
         }
         Err(SyncError::Busy(STALE_RETRIES_MAX))
+    }
+
+    /// Whether an upload of the plan is an entry equal to the last-synced base whose node is
+    /// not in the node cache.
+    fn lacks_base_nodes(&self, planned: &plan::Plan) -> Result<bool, SyncError> {
+        let ids: Vec<BlockId> = planned
+            .remote
+            .iter()
+            .filter_map(|action| match action {
+                Action::Put { path, entry }
+                    if entry.kind != Kind::Dir && self.state.base.get(path) == Some(entry) =>
+                {
+                    Some(BlockId::from(entry.node))
+                }
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        Ok(self.nodes.has_many(&ids)?.contains(&false))
     }
 
     /// Materialises the tree at `root` (a snapshot of the folder) in the local folder: every
@@ -758,6 +791,13 @@ impl Engine {
     // ----- scan -----
 
     async fn scan(&mut self) -> Result<Tree, SyncError> {
+        self.scan_trusting(true).await
+    }
+
+    /// Scans the folder; with `trust_base`, a cached entry equal to the last-synced base is
+    /// taken without looking its node up (see `scan_folder`), else every cached entry's node is
+    /// checked.
+    async fn scan_trusting(&mut self, trust_base: bool) -> Result<Tree, SyncError> {
         let root = self.options.root.clone();
         let nodes = Arc::clone(&self.nodes);
         let cache = std::mem::take(&mut self.state.scan);
@@ -769,7 +809,11 @@ impl Engine {
             });
         }
         let ignores = self.ignores.clone();
-        let base = Arc::clone(&self.state.base);
+        let base = if trust_base {
+            Arc::clone(&self.state.base)
+        } else {
+            Arc::new(Tree::new())
+        };
         // Before any file is looked at: see `settle_scan_cache`.
         self.scan_stamp = fs_now(&self.options.state_dir);
         let (tree, cache, problems) =
@@ -786,14 +830,40 @@ impl Engine {
 
     /// Fetches the nodes of the tree at `root` that are not cached, then returns the flattened
     /// tree (the last-seen remote tree updated by the diff).
+    ///
+    /// The diff trusts the node cache: a cached node has its whole subtree cached, and the last
+    /// remote tree's nodes are there. A cache that broke that (a state database changed from
+    /// outside) fails the local part of the pull; it is then done again from the whole tree,
+    /// every node fetched, instead of failing every pass.
     async fn pull(&mut self, remote: &Remote, root: NodeId) -> Result<Tree, SyncError> {
+        match self.pull_with(remote, root, true).await {
+            Err(SyncError::Local(message)) => {
+                tracing::warn!(%message, "the node cache failed a pull; fetching the whole tree");
+                self.pull_with(remote, root, false).await
+            }
+            other => other,
+        }
+    }
+
+    /// [`Engine::pull`], trusting the node cache or not (then every node is fetched and the
+    /// tree is read whole, not as a diff from the last one).
+    async fn pull_with(
+        &mut self,
+        remote: &Remote,
+        root: NodeId,
+        trust_cache: bool,
+    ) -> Result<Tree, SyncError> {
         let mut levels: Vec<Vec<(NodeId, Vec<u8>)>> = Vec::new();
         let mut frontier = vec![root];
         let mut seen = HashSet::new();
         while !frontier.is_empty() {
             let nodes = Arc::clone(&self.nodes);
             let ids: Vec<BlockId> = frontier.iter().map(|id| BlockId::from(*id)).collect();
-            let present = blocking(move || Ok(nodes.has_many(&ids)?)).await?;
+            let present = if trust_cache {
+                blocking(move || Ok(nodes.has_many(&ids)?)).await?
+            } else {
+                vec![false; ids.len()]
+            };
             let missing: Vec<NodeId> = frontier
                 .iter()
                 .zip(present)
@@ -826,8 +896,11 @@ impl Engine {
         let nodes = Arc::clone(&self.nodes);
         // Until the diff is applied the flattened tree is gone, so no root may claim it: a pull
         // that fails here starts the next one from scratch instead of from a half-empty tree.
-        let old_root = self.state.remote_root.take();
+        let old_root = self.state.remote_root.take().filter(|_| trust_cache);
         let mut tree = Arc::unwrap_or_clone(std::mem::take(&mut self.state.remote));
+        if !trust_cache {
+            tree.clear();
+        }
         blocking(move || {
             for level in levels.iter().rev() {
                 let blocks: Vec<&[u8]> = level.iter().map(|(_, b)| b.as_slice()).collect();
