@@ -120,8 +120,25 @@ fn main() -> ExitCode {
     reason = "a binary reports its failure in one line on stderr"
 )]
 fn fail(err: &anyhow::Error) -> ExitCode {
-    eprintln!("cairn-server: {err:#}");
+    eprintln!("cairn-server: {}", one_line(err));
     ExitCode::FAILURE
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the line already holds
+/// (many errors print their source in their own message).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 async fn run(args: Args) -> Result<ExitCode> {

@@ -574,9 +574,9 @@ async fn admit_upload(state: &AppState, owner_id: i64, bytes: usize) -> Result<(
     Err(Refusal(
         ErrorCode::OverQuota,
         format!(
-            "uploads not yet committed would exceed your storage quota ({} + {} of {} bytes); \
-             commit or stop the uploads in progress, ask for more space, or wait: uploads no \
-             commit takes up are released after {} hours",
+            "uploads not yet committed would exceed your storage quota ({} + {} of {} bytes): \
+             sync less, free space or ask for more; uploads never committed are released after \
+             {} hours",
             pending.max(0),
             bytes,
             quota,

@@ -432,6 +432,11 @@ async fn check_command_finds_corruption(engine: Engine) {
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("index log is missing").count(),
+        1,
+        "said once: {stderr}"
+    );
     // ...and `rebuild-index` brings every block back but the damaged one.
     let rebuilt = std::process::Command::new(env!("CARGO_BIN_EXE_cairn-server"))
         .arg("--data-dir")
