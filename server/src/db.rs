@@ -1010,6 +1010,11 @@ pub async fn add_uploaded(
     now: i64,
 ) -> DbResult<i64> {
     let mut tx = db.pool.begin().await?;
+    // The owner's row first, as a commit locks it (for the quota) before the folder's objects:
+    // the same order in both, so two transactions on PostgreSQL cannot deadlock. Everything is
+    // charged up front; what the folder already had is given back below.
+    let offered: i64 = objects.iter().map(|(_, size)| *size).sum();
+    add_pending(&mut tx, owner_id, offered).await?;
     let mut charged = 0;
     // Two parameters a row: half the rows of a statement, for the binding cost.
     for batch in objects.chunks(OBJECT_BATCH_LEN / 2) {
@@ -1032,8 +1037,8 @@ pub async fn add_uploaded(
             charged += row.try_get::<i64, _>("size")?;
         }
     }
-    if charged != 0 {
-        add_pending(&mut tx, owner_id, charged).await?;
+    if charged != offered {
+        add_pending(&mut tx, owner_id, charged - offered).await?;
     }
     tx.commit().await?;
     Ok(charged)
@@ -1082,6 +1087,15 @@ pub async fn refresh_uploaded(db: &Db, folder_id: i64, ids: &[String], now: i64)
 /// SQL errors.
 pub async fn expire_uploads(db: &Db, cutoff: i64) -> DbResult<(u64, i64)> {
     let mut tx = db.pool.begin().await?;
+    // The owners' rows first, in the order a commit locks rows (see `add_uploaded`).
+    sqlx::query(
+        "UPDATE users SET pending_bytes = pending_bytes WHERE id IN (SELECT f.owner_id \
+         FROM folders f JOIN folder_objects o ON o.folder_id = f.id \
+         WHERE o.committed = 0 AND o.created_at < $1)",
+    )
+    .bind(cutoff)
+    .execute(&mut *tx)
+    .await?;
     // Deleted first and summed from what was deleted: a commit taking a row up meanwhile either
     // upgraded it before (not deleted here) or finds it gone (and releases nothing).
     let rows = sqlx::query(
