@@ -102,7 +102,9 @@ fn run(cli: Cli) -> anyhow::Result<Option<Report>> {
     let json = cli.json;
     match cli.command {
         // Sync owns its runtime and output; it runs outside any runtime built here.
-        Command::Sync(SyncCommand::Start(args)) => sync::start(&args, json).map(|()| None),
+        Command::Sync(SyncCommand::Start(args)) => {
+            sync::start(&args, json, cli.quiet).map(|()| None)
+        }
         Command::Sync(SyncCommand::Status) => sync::status(json).map(|()| None),
         Command::Sync(SyncCommand::Stop) => sync::stop(json).map(|()| None),
         Command::Config(command) => {

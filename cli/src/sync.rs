@@ -55,16 +55,16 @@ pub(crate) struct SyncStartArgs {
 ///
 /// # Errors
 /// Not logged in, the folder or server unusable, a pass that failed (with `--once`).
-pub(crate) fn start(args: &SyncStartArgs, json: bool) -> anyhow::Result<()> {
+pub(crate) fn start(args: &SyncStartArgs, json: bool, quiet: bool) -> anyhow::Result<()> {
     let dir = config_dir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(args, json, &dir))
+    runtime.block_on(run(args, json, quiet, &dir))
 }
 
-async fn run(args: &SyncStartArgs, json: bool, dir: &Path) -> anyhow::Result<()> {
+async fn run(args: &SyncStartArgs, json: bool, quiet: bool, dir: &Path) -> anyhow::Result<()> {
     let config = Config::load(dir)?;
     let logged_in = config
         .server
@@ -105,16 +105,18 @@ async fn run(args: &SyncStartArgs, json: bool, dir: &Path) -> anyhow::Result<()>
             // thousands of files at once, and a line per write fell behind the feed.
             let mut lines = Lines::default();
             match events.recv().await {
-                Ok(event) => lines.push(&event, json),
-                Err(RecvError::Lagged(missed)) => lines.push(&FeedEvent::Missed { missed }, json),
+                Ok(event) => lines.push(&event, json, quiet),
+                Err(RecvError::Lagged(missed)) => {
+                    lines.push(&FeedEvent::Missed { missed }, json, quiet)
+                }
                 Err(RecvError::Closed) => return,
             }
             let mut closed = false;
             while lines.len() < PRINT_BATCH_BYTES {
                 match events.try_recv() {
-                    Ok(event) => lines.push(&event, json),
+                    Ok(event) => lines.push(&event, json, quiet),
                     Err(TryRecvError::Lagged(missed)) => {
-                        lines.push(&FeedEvent::Missed { missed }, json);
+                        lines.push(&FeedEvent::Missed { missed }, json, quiet);
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Closed) => {
@@ -138,7 +140,7 @@ async fn run(args: &SyncStartArgs, json: bool, dir: &Path) -> anyhow::Result<()>
     let result = match Daemon::open(&config, session, pin, options, feed.clone()).await {
         Err(err) => Err(daemon_error(err)),
         Ok(mut syncer) if args.once => {
-            let result = once(&mut syncer, json).await;
+            let result = once(&mut syncer, json, quiet).await;
             drop(syncer);
             result
         }
@@ -194,7 +196,7 @@ pub(crate) async fn connect(
         .map_err(daemon_error)
 }
 
-async fn once(syncer: &mut Daemon, json: bool) -> anyhow::Result<()> {
+async fn once(syncer: &mut Daemon, json: bool, quiet: bool) -> anyhow::Result<()> {
     let mut last = PassSummary::default();
     for _ in 0..ONCE_PASSES_MAX {
         let this = syncer.pass().await.map_err(daemon_error)?;
@@ -211,7 +213,7 @@ async fn once(syncer: &mut Daemon, json: bool) -> anyhow::Result<()> {
             ..this
         };
         if last.in_sync {
-            print_summary(&PassReport::from(&last), json);
+            print_summary(&PassReport::from(&last), json, quiet);
             if last.conflicts > 0 {
                 return Err(fail(
                     "conflicts_pending",
@@ -224,7 +226,7 @@ async fn once(syncer: &mut Daemon, json: bool) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    print_summary(&PassReport::from(&last), json);
+    print_summary(&PassReport::from(&last), json, quiet);
     Err(fail(
         "not_in_sync",
         format!(
@@ -249,8 +251,8 @@ impl Lines {
         self.out.len() + self.err.len()
     }
 
-    fn push(&mut self, event: &FeedEvent, json: bool) {
-        if let Some((to_stdout, line)) = event_line(event, json) {
+    fn push(&mut self, event: &FeedEvent, json: bool, quiet: bool) {
+        if let Some((to_stdout, line)) = event_line(event, json, quiet) {
             let stream = if to_stdout {
                 &mut self.out
             } else {
@@ -276,16 +278,19 @@ impl Lines {
     }
 }
 
-fn print_summary(s: &PassReport, json: bool) {
+fn print_summary(s: &PassReport, json: bool, quiet: bool) {
     let mut lines = Lines::default();
-    lines.push(&FeedEvent::Summary(s.clone()), json);
+    lines.push(&FeedEvent::Summary(s.clone()), json, quiet);
     lines.write();
 }
 
-/// What an event prints, and whether on stdout (else stderr), without the newline.
-fn event_line(event: &FeedEvent, json: bool) -> Option<(bool, String)> {
+/// What an event prints, and whether on stdout (else stderr), without the newline. `--quiet`
+/// leaves out the per-file lines and the summary of human output: what remains is warnings,
+/// conflicts and paths not synced.
+fn event_line(event: &FeedEvent, json: bool, quiet: bool) -> Option<(bool, String)> {
     match event {
         FeedEvent::Phase { .. } | FeedEvent::Progress { .. } => return None,
+        FeedEvent::File { .. } | FeedEvent::Summary(_) if quiet && !json => return None,
         FeedEvent::Warning { message } => {
             return Some((false, format!("cairn: warning: {}", one_line(message))));
         }

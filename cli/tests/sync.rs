@@ -478,6 +478,38 @@ fn assert_one_line_failure(out: &Output, status: i32, needle: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_sync_prints_nothing_but_problems() {
+    let (server, _data, _stop) = start_server().await;
+    let (a, b) = (Device::new(), Device::new());
+    sign_up_both(&a, &b, &server, "quinta").await;
+    let folder = a.folder();
+    let folder = folder.to_str().expect("utf-8");
+    std::fs::write(a.folder().join("a.txt"), b"one").expect("write");
+    let quiet = a
+        .run(&[
+            "-q", "sync", "start", "--server", &server, "--folder", folder, "--once",
+        ])
+        .await;
+    assert!(quiet.status.success(), "{quiet:?}");
+    assert_eq!(
+        (quiet.stdout.as_slice(), quiet.stderr.as_slice()),
+        (&b""[..], &b""[..]),
+        "-q prints only errors"
+    );
+    // Without it, each file and the summary.
+    std::fs::write(a.folder().join("b.txt"), b"two").expect("write");
+    let plain = a
+        .run(&["sync", "start", "--folder", folder, "--once"])
+        .await;
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(plain.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("uploaded: b.txt") && stderr.contains("in sync at revision"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_over_the_quota_fails_in_one_line_and_keeps_every_file() {
     let (server, _data, _stop) = start_server_with_quota(1 << 20).await;
     let (a, b) = (Device::new(), Device::new());
