@@ -519,7 +519,7 @@ async fn put_blocks(
         batch.push(block);
         if batch_bytes >= PUT_BATCH_BYTES || i + 1 == count {
             state.metrics.quic_received(batch_bytes as u64);
-            admit_upload(state, owner_id, batch_bytes).await?;
+            admit_upload(state, owner_id, folder_id, &batch, batch_bytes).await?;
             let blocks = std::mem::take(&mut batch);
             batch_bytes = 0;
             let sizes: Vec<i64> = blocks
@@ -563,11 +563,35 @@ async fn put_blocks(
 /// Refuses a batch of `bytes` that would take the owner's uploads not yet committed past their
 /// quota: blocks a client never commits are kept until the garbage collector's grace period
 /// ends, and without this limit a client could fill the disk with them meanwhile.
-async fn admit_upload(state: &AppState, owner_id: i64, bytes: usize) -> Result<(), Refusal> {
+async fn admit_upload(
+    state: &AppState,
+    owner_id: i64,
+    folder_id: i64,
+    blocks: &[Vec<u8>],
+    bytes: usize,
+) -> Result<(), Refusal> {
     let (pending, quota) = db::pending_uploads(&state.db, owner_id)
         .await
         .map_err(|e| Refusal::internal(&e))?;
-    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    let mut bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    if pending.saturating_add(bytes) <= quota {
+        return Ok(());
+    }
+    // Near the limit, what the folder already has is not counted: sending it again costs
+    // nothing (a client resending after a lost answer must not be refused for it).
+    let hashed: Vec<(String, usize)> = blocks
+        .iter()
+        .map(|b| (BlockId::of(b).to_string(), b.len()))
+        .collect();
+    let ids: Vec<String> = hashed.iter().map(|(id, _)| id.clone()).collect();
+    let known = db::objects_state(&state.db, folder_id, &ids)
+        .await
+        .map_err(|e| Refusal::internal(&e))?;
+    bytes = hashed
+        .iter()
+        .filter(|(id, _)| !known.contains_key(id))
+        .map(|(_, len)| i64::try_from(*len).unwrap_or(i64::MAX))
+        .fold(0i64, i64::saturating_add);
     if pending.saturating_add(bytes) <= quota {
         return Ok(());
     }
