@@ -121,13 +121,25 @@ impl Device {
     /// The stdout of a successful `--json sync start --once` of this device's folder (to
     /// `server`, or to the saved one).
     async fn sync_once_stdout(&self, server: Option<&str>) -> String {
+        let out = self.sync_once_output(server, &["--json"]).await;
+        assert!(
+            out.status.success(),
+            "cairn sync start --once failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What `cairn FLAGS sync start --folder F --once` (to `server`, or to the saved one) gave.
+    async fn sync_once_output(&self, server: Option<&str>, flags: &[&str]) -> Output {
         let folder = self.folder();
-        let mut args = vec!["--json", "sync", "start"];
+        let mut args = flags.to_vec();
+        args.extend(["sync", "start"]);
         if let Some(server) = server {
             args.extend(["--server", server]);
         }
         args.extend(["--folder", folder.to_str().expect("utf-8"), "--once"]);
-        self.ok(&args).await
+        self.run(&args).await
     }
 
     async fn sync_once(&self, server: &str) -> Value {
@@ -482,14 +494,8 @@ async fn quiet_sync_prints_nothing_but_problems() {
     let (server, _data, _stop) = start_server().await;
     let (a, b) = (Device::new(), Device::new());
     sign_up_both(&a, &b, &server, "quinta").await;
-    let folder = a.folder();
-    let folder = folder.to_str().expect("utf-8");
     std::fs::write(a.folder().join("a.txt"), b"one").expect("write");
-    let quiet = a
-        .run(&[
-            "-q", "sync", "start", "--server", &server, "--folder", folder, "--once",
-        ])
-        .await;
+    let quiet = a.sync_once_output(Some(&server), &["-q"]).await;
     assert!(quiet.status.success(), "{quiet:?}");
     assert_eq!(
         (quiet.stdout.as_slice(), quiet.stderr.as_slice()),
@@ -498,9 +504,7 @@ async fn quiet_sync_prints_nothing_but_problems() {
     );
     // Without it, each file and the summary.
     std::fs::write(a.folder().join("b.txt"), b"two").expect("write");
-    let plain = a
-        .run(&["sync", "start", "--folder", folder, "--once"])
-        .await;
+    let plain = a.sync_once_output(None, &[]).await;
     let stderr = String::from_utf8_lossy(&plain.stderr);
     assert!(plain.status.success(), "{stderr}");
     assert!(
@@ -526,18 +530,7 @@ async fn a_folder_over_the_quota_fails_in_one_line_and_keeps_every_file() {
     std::fs::write(a.folder().join("big.bin"), &big).expect("write");
     std::fs::write(a.folder().join("note.txt"), b"small").expect("write");
     let before = tree(&a.folder());
-    let folder = a.folder();
-    let out = a
-        .run(&[
-            "sync",
-            "start",
-            "--server",
-            &server,
-            "--folder",
-            folder.to_str().expect("utf-8"),
-            "--once",
-        ])
-        .await;
+    let out = a.sync_once_output(Some(&server), &[]).await;
     assert_one_line_failure(&out, 1, "storage quota");
     assert_eq!(
         tree(&a.folder()),
@@ -545,15 +538,7 @@ async fn a_folder_over_the_quota_fails_in_one_line_and_keeps_every_file() {
         "every local file is left as it was"
     );
     // A second try fails the same way, without piling up uploads.
-    let again = a
-        .run(&[
-            "sync",
-            "start",
-            "--folder",
-            folder.to_str().expect("utf-8"),
-            "--once",
-        ])
-        .await;
+    let again = a.sync_once_output(None, &[]).await;
     assert_one_line_failure(&again, 1, "storage quota");
 }
 

@@ -384,16 +384,17 @@ async fn check_command_finds_corruption(engine: Engine) {
     server.upload(&token, "b/c.bin", bytes(10_000, 8)).await;
     let database_url = server.database_url.clone();
     let dir = server.stop().await;
-    let check = || {
+    let server_command = |command: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_cairn-server"))
             .arg("--data-dir")
             .arg(dir.path())
             .arg("--database-url")
             .arg(&database_url)
-            .arg("check")
+            .arg(command)
             .output()
-            .expect("run cairn-server check")
+            .unwrap_or_else(|e| panic!("run cairn-server {command}: {e}"))
     };
+    let check = || server_command("check");
     let clean = check();
     let stdout = String::from_utf8_lossy(&clean.stdout);
     assert!(
@@ -438,14 +439,7 @@ async fn check_command_finds_corruption(engine: Engine) {
         "said once: {stderr}"
     );
     // ...and `rebuild-index` brings every block back but the damaged one.
-    let rebuilt = std::process::Command::new(env!("CARGO_BIN_EXE_cairn-server"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--database-url")
-        .arg(&database_url)
-        .arg("rebuild-index")
-        .output()
-        .expect("run cairn-server rebuild-index");
+    let rebuilt = server_command("rebuild-index");
     let stdout = String::from_utf8_lossy(&rebuilt.stdout);
     assert!(
         rebuilt.status.success(),

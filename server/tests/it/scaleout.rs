@@ -410,6 +410,14 @@ impl Drop for PrivateS3 {
     }
 }
 
+/// The block id a bucket object is named by.
+fn object_id(path: &std::path::Path) -> cairn_store::BlockId {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .expect("object named by its block id")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_blocks_in_s3() {
     if !(postgres_available().await && redis_available().await) {
@@ -461,11 +469,7 @@ async fn instances_share_blocks_in_s3() {
         .find(|path| std::fs::metadata(path).is_ok_and(|m| m.len() > 1000))
         .expect("a data block")
         .clone();
-    let id: cairn_store::BlockId = victim
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.parse().ok())
-        .expect("object named by its block id");
+    let id = object_id(&victim);
     std::fs::write(&victim, b"not the block any more").expect("damage the object");
     // A block the bucket is asked to keep (a "lacking" answer of "stored") is rewritten when it
     // is old, so the collector cannot take it before the commit relying on it.
@@ -474,11 +478,7 @@ async fn instances_share_blocks_in_s3() {
         .find(|path| **path != victim)
         .expect("another block")
         .clone();
-    let old_id: cairn_store::BlockId = old_object
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.parse().ok())
-        .expect("object named by its block id");
+    let old_id = object_id(&old_object);
     let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
     std::fs::File::options()
         .write(true)
