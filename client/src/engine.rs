@@ -76,6 +76,9 @@ const BYTES_PER_BATCH: usize = 8 * 1024 * 1024;
 const STAGED_FILES_MAX: usize = 128;
 const STAGED_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
+/// A download is written back to disk every this many bytes as it is written ([`Writeback`]).
+const WRITEBACK_WINDOW: u64 = 32 * 1024 * 1024;
+
 /// Threads fsyncing one batch at once.
 const FSYNC_THREADS: usize = 16;
 
@@ -1943,6 +1946,7 @@ async fn write_file(
     // Blocks copied from the old version go through one buffer, not a new one each.
     let mut copy = Vec::new();
     let mut offset = 0u64;
+    let mut writeback = Writeback::default();
     for b in file.blocks() {
         let copied = match (have.get(&b.id), old.as_ref()) {
             (Some((off, len)), Some(old)) => {
@@ -1961,10 +1965,55 @@ async fn write_file(
         out.write_all_at(bytes, offset)
             .map_err(|e| WriteError::Local(e.to_string()))?;
         offset += u64::from(b.len);
+        writeback.wrote(&out, offset).await?;
     }
-    out.set_len(offset)
-        .map_err(|e| WriteError::Local(e.to_string()))?;
+    // The temp was created empty and written front to back, so its length is `offset`
+    // already (no truncate: each one costs a metadata update).
+    writeback.finish().await?;
     Ok(out)
+}
+
+/// Writes a large download back to disk while it is still being written: every
+/// [`WRITEBACK_WINDOW`] bytes, a `fdatasync` on another thread (one at a time). The kernel
+/// would otherwise hold all of it in the page cache until the batch's fsync (its background
+/// writeback starts only at a tenth of memory), which then writes hundreds of MiB while the
+/// pass waits. A failed early sync fails the file: its handle shares the temp's open file, and
+/// Linux reports a writeback error to an open file once, so the batch's fsync would not.
+#[derive(Default)]
+struct Writeback {
+    synced_to: u64,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Writeback {
+    async fn wrote(&mut self, out: &File, written: u64) -> Result<(), WriteError> {
+        if written - self.synced_to < WRITEBACK_WINDOW
+            || self.running.as_ref().is_some_and(|r| !r.is_finished())
+        {
+            return Ok(());
+        }
+        // Finished, if any: this does not wait.
+        self.finish().await?;
+        let handle = out.try_clone().map_err(durable)?;
+        self.synced_to = written;
+        self.running = Some(tokio::task::spawn_blocking(move || handle.sync_data()));
+        Ok(())
+    }
+
+    /// Waits for the sync running, if any, and gives its result.
+    async fn finish(&mut self) -> Result<(), WriteError> {
+        match self.running.take() {
+            Some(running) => running
+                .await
+                .map_err(|e| WriteError::Local(format!("making it durable: {e}")))?
+                .map_err(durable),
+            None => Ok(()),
+        }
+    }
+}
+
+fn durable(e: std::io::Error) -> WriteError {
+    WriteError::Local(format!("making it durable: {e}"))
 }
 
 /// Fsyncs every file (or directory) handle, several at a time: the filesystem commits
@@ -2023,13 +2072,11 @@ fn local_source(
 fn read_block(root: &Path, path: &RelPath, offset: u64, len: u32) -> Result<Vec<u8>, SyncError> {
     let full = root.join(path.as_str());
     let file = File::open(&full).map_err(|e| SyncError::Local(format!("reading '{path}': {e}")))?;
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, offset).map_err(|_| {
+    cairn_store::read::read_exact_at(&file, len as usize, offset).map_err(|_| {
         SyncError::Local(format!(
             "'{path}' changed while it was being uploaded; it will be read again on the next pass"
         ))
-    })?;
-    Ok(buf)
+    })
 }
 
 /// The absolute path for `path` under `root`, after checking that every parent is a real

@@ -304,11 +304,13 @@ async fn one_byte_change_in_a_big_file_moves_few_blocks() {
     let token = token(&server, "carol").await;
     let mut a = Device::new(&server, &token, "laptop").await;
     let mut b = Device::new(&server, &token, "desktop").await;
-    let mut data = pseudo_random(24 << 20, 7);
+    // Larger than two of the windows a download is written back in as it is written.
+    let mut data = pseudo_random(72 << 20, 7);
     a.write("big.bin", &data);
     a.sync().await;
     b.sync().await;
-    data[12 << 20] ^= 0xff;
+    assert_eq!(std::fs::read(b.root.join("big.bin")).expect("read"), data);
+    data[36 << 20] ^= 0xff;
     a.write("big.bin", &data);
     let up = a.sync().await;
     assert!(

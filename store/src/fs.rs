@@ -956,7 +956,7 @@ impl Shared {
         Ok(file)
     }
 
-    /// A block's stored header byte and payload. They are read apart (one `preadv`), so a raw
+    /// A block's stored header byte and payload. They are read apart (two `pread`s), so a raw
     /// block's payload is the block, with no copy to take the header off.
     fn read_stored(&self, id: &BlockId) -> Result<(u8, Vec<u8>)> {
         // A compaction may move the block between the lookup and the read.
@@ -1347,27 +1347,14 @@ fn decode_block(id: &BlockId, header: u8, payload: Vec<u8>) -> Result<Vec<u8>> {
 }
 
 /// Reads the `len` stored bytes at `offset`: the header byte and the payload, into their own
-/// buffers.
+/// buffers (the payload's never zero-filled: see [`crate::read`]).
 fn read_record(file: &File, offset: u64, len: usize) -> std::io::Result<(u8, Vec<u8>)> {
     if len == 0 {
         return Err(ErrorKind::UnexpectedEof.into());
     }
     let mut header = [0u8; 1];
-    let mut payload = vec![0u8; len - 1];
-    let read = rustix::io::preadv(
-        file,
-        &mut [
-            std::io::IoSliceMut::new(&mut header),
-            std::io::IoSliceMut::new(&mut payload),
-        ],
-        offset,
-    )?;
-    match read {
-        0 => return Err(ErrorKind::UnexpectedEof.into()),
-        // A short read (rare on a regular file): the rest of the payload.
-        n if n < len => file.read_exact_at(&mut payload[n - 1..], offset + n as u64)?,
-        _ => {}
-    }
+    file.read_exact_at(&mut header, offset)?;
+    let payload = crate::read::read_exact_at(file, len - 1, offset + 1)?;
     Ok((header[0], payload))
 }
 

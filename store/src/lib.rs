@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod limits;
 pub mod mem;
 pub mod node;
+pub mod read;
 mod store;
 pub mod tree;
 
