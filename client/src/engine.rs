@@ -2005,7 +2005,7 @@ impl Writeback {
         match self.running.take() {
             Some(running) => running
                 .await
-                .map_err(|e| WriteError::Local(format!("making it durable: {e}")))?
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
                 .map_err(durable),
             None => Ok(()),
         }
