@@ -1,12 +1,13 @@
 //! The server's block store: the local filesystem (the embedded default) or S3-compatible object
 //! storage shared by every instance of a deployment ([`crate::s3`]).
 
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 use cairn_store::fs::FsBlockStore;
 use cairn_store::{BlockId, BlockStore, Put, Result};
 
-use crate::s3::S3BlockStore;
+use crate::s3::{S3BlockStore, TrashReport};
 
 /// Where this server keeps blocks.
 #[derive(Debug)]
@@ -45,18 +46,27 @@ impl Blocks {
 
     /// Deletes a block written or last refreshed at or before `cutoff`: `None` if it is not
     /// stored, else whether it was deleted. Locally the check and the delete are one step, so a
-    /// refresh meanwhile keeps the block; on a bucket they are two.
+    /// refresh meanwhile keeps the block. A bucket cannot delete on a condition, so its block
+    /// goes to the trash instead, where a read still finds it ([`Blocks::empty_trash`]).
     ///
     /// # Errors
     /// Store errors.
     pub fn delete_if_older(&self, id: &BlockId, cutoff: SystemTime) -> Result<Option<bool>> {
         match self {
             Blocks::Local(store) => store.delete_if_older(id, cutoff),
-            Blocks::S3(store) => match store.modified(id)? {
-                None => Ok(None),
-                Some(time) if time > cutoff => Ok(Some(false)),
-                Some(_) => store.delete(id).map(Some),
-            },
+            Blocks::S3(store) => store.retire_if_older(id, cutoff),
+        }
+    }
+
+    /// Empties a bucket's trash: referenced blocks go back, the others are deleted once trashed
+    /// at or before `cutoff` (a local store deletes at once and has no trash).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn empty_trash(&self, live: &HashSet<BlockId>, cutoff: SystemTime) -> Result<TrashReport> {
+        match self {
+            Blocks::Local(_) => Ok(TrashReport::default()),
+            Blocks::S3(store) => store.empty_trash(live, cutoff),
         }
     }
 

@@ -229,8 +229,16 @@ pub async fn run(state: &AppState, job: Job) -> Result<String, String> {
         Job::CollectGarbage { grace } => collect_garbage(state, grace).await.map(|r| {
             format!(
                 "{} live blocks, {} deleted, {} unreferenced kept as young, {} bytes of disk given back; \
+                 bucket trash: {} deleted for good, {} referenced put back; \
                  {} uploads never committed expired ({} bytes of pending quota released)",
-                r.live, r.deleted, r.young, r.bytes_reclaimed, r.uploads_expired, r.pending_released
+                r.live,
+                r.deleted,
+                r.young,
+                r.bytes_reclaimed,
+                r.purged,
+                r.restored,
+                r.uploads_expired,
+                r.pending_released
             )
         }),
         Job::PruneVersions { retention } => prune_versions(state, retention)
@@ -258,13 +266,19 @@ pub struct GcReport {
     pub young: u64,
     /// Disk space given back by compacting the local store's packs after the deletions.
     pub bytes_reclaimed: u64,
+    /// A bucket's trashed blocks deleted for good (trashed a grace period or more ago).
+    pub purged: u64,
+    /// A bucket's trashed blocks found referenced and put back (an upload rewrote one while it
+    /// was being collected).
+    pub restored: u64,
     /// Uploads no commit took up within the grace period, forgotten by their folders.
     pub uploads_expired: u64,
     /// The bytes those uploads were charged, given back to their owners' pending quota.
     pub pending_released: u64,
 }
 
-/// Deletes unreferenced blocks older than `grace`.
+/// Deletes unreferenced blocks older than `grace` (a bucket's go to its trash, emptied of
+/// what has waited there another `grace`).
 ///
 /// # Errors
 /// Database or store errors; a tree that cannot be walked aborts the collection untouched.
@@ -318,6 +332,15 @@ pub async fn collect_garbage(state: &AppState, grace: Duration) -> Result<GcRepo
         if report.deleted > 0 {
             report.bytes_reclaimed = store.compact().map_err(|e| e.to_string())?;
         }
+        // What this run trashed waits a grace period more: an upload that rewrote a block while
+        // it was being moved relies on it until its commit, and that commit (within the grace,
+        // or its upload expires) is among the roots a run that late reads.
+        let trash_cutoff = cutoff.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let trash = store
+            .empty_trash(&live, trash_cutoff)
+            .map_err(|e| e.to_string())?;
+        report.purged = trash.purged;
+        report.restored = trash.restored;
         Ok(report)
     })
     .await

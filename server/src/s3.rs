@@ -10,6 +10,13 @@
 //! last-modified time is older than `refresh_after` (half the grace), so a block an upload has
 //! just deduplicated against can never look old enough to collect before the upload commits.
 //!
+//! S3 has no conditional delete, so the collector's check of a block's age and its delete are
+//! two requests, and an upload may rewrite the block between them. A collected block is
+//! therefore not deleted but moved to `trash/` ([`S3BlockStore::retire_if_older`]): a read that
+//! misses in `blocks/` finds it there and puts it back, and the next collection puts back every
+//! trashed block a commit references and deletes the rest once they have waited a further
+//! grace period ([`S3BlockStore::empty_trash`]). Only the collector writes to `trash/`.
+//!
 //! Objects up to 64 KiB (tree nodes, small files) are cached in memory after a read or a put
 //! (64 MiB, first in first out): a commit reads and rewrites the same directory nodes again and
 //! again, and an id names its bytes forever. Existence checks always ask the bucket.
@@ -81,6 +88,8 @@ pub struct S3BlockStore {
     store: Arc<dyn ObjectStore>,
     /// Where blocks live: `PREFIX/blocks`.
     prefix: String,
+    /// Where collected blocks wait before they are gone: `PREFIX/trash`.
+    trash: String,
     /// The deployment's prefix in the bucket (may be empty): exports go beside `blocks/`.
     root: String,
     refresh_after: Duration,
@@ -170,6 +179,11 @@ impl S3BlockStore {
             } else {
                 format!("{prefix}/blocks")
             },
+            trash: if prefix.is_empty() {
+                "trash".to_owned()
+            } else {
+                format!("{prefix}/trash")
+            },
             root: prefix.to_owned(),
             refresh_after,
             cache: std::sync::Mutex::default(),
@@ -188,6 +202,11 @@ impl S3BlockStore {
     fn path(&self, id: &BlockId) -> ObjectPath {
         let hex = id.to_string();
         ObjectPath::from(format!("{}/{}/{hex}", self.prefix, &hex[..3]))
+    }
+
+    fn trash_path(&self, id: &BlockId) -> ObjectPath {
+        let hex = id.to_string();
+        ObjectPath::from(format!("{}/{}/{hex}", self.trash, &hex[..3]))
     }
 
     fn error(&self, op: &'static str, id: Option<&BlockId>, err: object_store::Error) -> Error {
@@ -311,7 +330,12 @@ impl S3BlockStore {
 
     /// Reads a block from the bucket (not the cache) and checks its hash.
     async fn fetch(&self, id: &BlockId) -> Result<Vec<u8>> {
-        let data = match self.store.get(&self.path(id)).await {
+        self.fetch_at(id, &self.path(id)).await
+    }
+
+    /// Reads block `id` from the object at `path` and checks its hash.
+    async fn fetch_at(&self, id: &BlockId, path: &ObjectPath) -> Result<Vec<u8>> {
+        let data = match self.store.get(path).await {
             Ok(found) => found
                 .bytes()
                 .await
@@ -334,6 +358,158 @@ impl S3BlockStore {
     pub fn modified(&self, id: &BlockId) -> Result<Option<SystemTime>> {
         self.block_on(self.head(id))
     }
+
+    /// Moves a block last modified at or before `cutoff` to the trash: `None` if it is not
+    /// stored, else whether it was moved. The age check and the move are separate requests; an
+    /// upload that rewrites the block between them loses its object, and the trashed copy (the
+    /// same bytes) stands in for it until it is put back (see the module doc).
+    ///
+    /// # Errors
+    /// S3 errors; a block whose copy to the trash failed is left where it was.
+    pub fn retire_if_older(&self, id: &BlockId, cutoff: SystemTime) -> Result<Option<bool>> {
+        self.cache_remove(id);
+        self.block_on(async {
+            match self.head(id).await? {
+                None => return Ok(None),
+                Some(modified) if modified > cutoff => return Ok(Some(false)),
+                Some(_) => {}
+            }
+            self.store
+                .copy(&self.path(id), &self.trash_path(id))
+                .await
+                .map_err(|e| self.error("moving to the trash", Some(id), e))?;
+            match self.store.delete(&self.path(id)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(Some(true)),
+                Err(err) => Err(self.error("deleting", Some(id), err)),
+            }
+        })
+    }
+
+    /// Empties the trash: a block in `live` is put back (unless `blocks/` has it again), any
+    /// other one is deleted for good once it was trashed at or before `cutoff`, and the rest
+    /// wait.
+    ///
+    /// # Errors
+    /// S3 errors.
+    pub fn empty_trash(
+        &self,
+        live: &std::collections::HashSet<BlockId>,
+        cutoff: SystemTime,
+    ) -> Result<TrashReport> {
+        let prefix = ObjectPath::from(self.trash.as_str());
+        self.block_on(async {
+            let trashed: Vec<(BlockId, SystemTime)> = self
+                .store
+                .list(Some(&prefix))
+                .map_err(|e| self.error("listing the trash", None, e))
+                .try_filter_map(|meta| async move {
+                    Ok(meta
+                        .location
+                        .filename()
+                        .and_then(|name| name.parse().ok())
+                        .map(|id| (id, SystemTime::from(meta.last_modified))))
+                })
+                .try_collect()
+                .await?;
+            let outcomes: Vec<TrashOutcome> = futures_util::stream::iter(trashed)
+                .map(|(id, trashed_at)| async move {
+                    if live.contains(&id) {
+                        self.put_back(&id).await
+                    } else if trashed_at <= cutoff {
+                        self.delete_trashed(&id)
+                            .await
+                            .map(|()| TrashOutcome::Purged)
+                    } else {
+                        Ok(TrashOutcome::Waiting)
+                    }
+                })
+                .buffered(S3_CONCURRENCY)
+                .try_collect()
+                .await?;
+            let mut report = TrashReport::default();
+            for outcome in outcomes {
+                match outcome {
+                    TrashOutcome::Restored => report.restored += 1,
+                    TrashOutcome::Purged => report.purged += 1,
+                    TrashOutcome::Waiting => report.waiting += 1,
+                    TrashOutcome::Redundant => {}
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    /// Puts a trashed block that is referenced back in `blocks/` (if an upload has not), then
+    /// deletes it from the trash.
+    async fn put_back(&self, id: &BlockId) -> Result<TrashOutcome> {
+        let outcome = if self.head(id).await?.is_some() {
+            TrashOutcome::Redundant
+        } else {
+            self.store
+                .copy(&self.trash_path(id), &self.path(id))
+                .await
+                .map_err(|e| self.error("putting back from the trash", Some(id), e))?;
+            TrashOutcome::Restored
+        };
+        self.delete_trashed(id).await?;
+        Ok(outcome)
+    }
+
+    async fn delete_trashed(&self, id: &BlockId) -> Result<()> {
+        match self.store.delete(&self.trash_path(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(Error::Io {
+                op: "deleting",
+                path: PathBuf::from(self.trash_path(id).to_string()),
+                source: std::io::Error::other(err.to_string()),
+            }),
+        }
+    }
+
+    /// A block missing from `blocks/` read from the trash (a block collected while an upload
+    /// rewrote it), and put back; `None` if the trash has no such object either.
+    async fn fetch_trashed(&self, id: &BlockId) -> Result<Option<Vec<u8>>> {
+        let data = match self.fetch_at(id, &self.trash_path(id)).await {
+            Ok(data) => data,
+            Err(Error::BlockMissing(_)) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if let Err(err) = self
+            .store
+            .put(&self.path(id), PutPayload::from(data.clone()))
+            .await
+        {
+            // The read is answered either way; the next collection puts it back.
+            tracing::warn!(%id, %err, "a block read from the trash could not be put back");
+        }
+        Ok(Some(data))
+    }
+
+    fn cache_remove(&self, id: &BlockId) {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+    }
+}
+
+/// What emptying the trash did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrashReport {
+    /// Referenced blocks found in the trash and put back.
+    pub restored: u64,
+    /// Unreferenced blocks deleted for good.
+    pub purged: u64,
+    /// Unreferenced blocks trashed too recently to delete.
+    pub waiting: u64,
+}
+
+enum TrashOutcome {
+    Restored,
+    /// Referenced, but `blocks/` had it again: only the trashed copy went.
+    Redundant,
+    Purged,
+    Waiting,
 }
 
 impl BlockStore for S3BlockStore {
@@ -375,16 +551,21 @@ impl BlockStore for S3BlockStore {
         if let Some(data) = cached {
             return Ok(data.to_vec());
         }
-        let data = self.block_on(self.fetch(id))?;
+        let data = self.block_on(async {
+            match self.fetch(id).await {
+                Err(Error::BlockMissing(_)) => self
+                    .fetch_trashed(id)
+                    .await?
+                    .ok_or(Error::BlockMissing(*id)),
+                read => read,
+            }
+        })?;
         self.cache_insert(*id, &data);
         Ok(data)
     }
 
     fn delete(&self, id: &BlockId) -> Result<bool> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
+        self.cache_remove(id);
         self.block_on(async {
             if self.head(id).await?.is_none() {
                 return Ok(false);

@@ -589,3 +589,117 @@ async fn instances_racing_commits_on_one_folder_lose_none() {
     }
     assert_eq!(commits[0]["files"], 2 * PER_INSTANCE);
 }
+
+/// The objects under `dir` (`blocks` or `trash`) of the test bucket, by block id.
+fn bucket_objects(s3: &PrivateS3, dir: &str) -> std::collections::BTreeSet<cairn_store::BlockId> {
+    let root = s3.dir.path().join("cairn-blocks/deployment-1").join(dir);
+    let Ok(shards) = std::fs::read_dir(&root) else {
+        return std::collections::BTreeSet::new();
+    };
+    shards
+        .flatten()
+        .flat_map(|shard| std::fs::read_dir(shard.path()).expect("shard").flatten())
+        .map(|object| object_id(&object.path()))
+        .collect()
+}
+
+/// Moves the objects `ids` of the test bucket from `from` to `to` (`blocks` or `trash`; the
+/// same to leave them in place), setting their last-modified time to `modified` when given.
+fn move_objects(
+    s3: &PrivateS3,
+    ids: &std::collections::BTreeSet<cairn_store::BlockId>,
+    from: &str,
+    to: &str,
+    modified: Option<std::time::SystemTime>,
+) {
+    let root = s3.dir.path().join("cairn-blocks/deployment-1");
+    for id in ids {
+        let hex = id.to_string();
+        let target = root.join(to).join(&hex[..3]).join(&hex);
+        std::fs::create_dir_all(target.parent().expect("shard")).expect("shard directory");
+        std::fs::rename(root.join(from).join(&hex[..3]).join(&hex), &target).expect("move");
+        if let Some(time) = modified {
+            std::fs::File::options()
+                .write(true)
+                .open(&target)
+                .and_then(|f| f.set_modified(time))
+                .expect("age the object");
+        }
+    }
+}
+
+/// A bucket cannot check a block's age and delete it in one request: an upload may rewrite the
+/// block in between. So the collector moves what it collects to the trash. A read still finds a
+/// trashed block there and puts it back, the next collection puts back every trashed block a
+/// commit references, and the rest is deleted once it has waited another grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collected_blocks_wait_in_the_bucket_trash() {
+    use cairn_server::jobs::{collect_garbage, prune_versions};
+
+    let Some(s3) = PrivateS3::start().await else {
+        return;
+    };
+    let server = TestServer::start_with(Engine::Sqlite, |config| {
+        config.services.s3_url = Some(s3.url.clone());
+        config.services.s3_credentials = Some((S3_KEY.0.to_owned(), S3_KEY.1.to_owned()));
+    })
+    .await;
+    let (token, _) = server.user("tia").await;
+    let second = bytes(600_000, 22);
+    let file: Value = server
+        .upload(&token, "doc.bin", bytes(600_000, 21))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = file["id"].as_i64().expect("id");
+    server.upload(&token, "doc.bin", second.clone()).await;
+    let download = || async {
+        let response = server.get(&token, &format!("/files/{id}/download")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.expect("body").to_vec()
+    };
+
+    // Version 1 goes: its blocks (old enough to collect) move to the trash, none is deleted yet.
+    let hour = Duration::from_secs(3600);
+    let three_hours_ago = std::time::SystemTime::now() - 3 * hour;
+    let before = bucket_objects(&s3, "blocks");
+    move_objects(&s3, &before, "blocks", "blocks", Some(three_hours_ago));
+    prune_versions(&server.state, Duration::ZERO)
+        .await
+        .expect("prune");
+    let report = collect_garbage(&server.state, hour).await.expect("gc");
+    let live = bucket_objects(&s3, "blocks");
+    let collected: std::collections::BTreeSet<_> = before.difference(&live).copied().collect();
+    assert!(report.deleted >= 3, "{report:?}");
+    assert_eq!(collected.len() as u64, report.deleted);
+    assert_eq!(bucket_objects(&s3, "trash"), collected, "{report:?}");
+    assert_eq!((report.purged, report.restored), (0, 0));
+
+    // As if uploads had rewritten every live block while it was being moved: the collector
+    // puts back all of them, and what it collected before waits out its grace period.
+    move_objects(&s3, &live, "blocks", "trash", Some(three_hours_ago));
+    let report = collect_garbage(&server.state, hour).await.expect("gc");
+    assert_eq!(report.deleted, 0, "{report:?}");
+    assert!(report.restored >= 1, "the file's blocks: {report:?}");
+    assert_eq!(report.purged, 0, "{report:?}");
+    assert_eq!(bucket_objects(&s3, "blocks"), live);
+    assert_eq!(bucket_objects(&s3, "trash"), collected);
+    assert_eq!(download().await, second);
+
+    // A read finds a trashed block and puts it back.
+    move_objects(&s3, &live, "blocks", "trash", None);
+    assert_eq!(download().await, second);
+    assert!(
+        !bucket_objects(&s3, "blocks").is_empty(),
+        "put back on read"
+    );
+
+    // Once they have waited another grace period, unreferenced blocks go for good.
+    move_objects(&s3, &collected, "trash", "trash", Some(three_hours_ago));
+    let report = collect_garbage(&server.state, hour).await.expect("gc");
+    assert_eq!(report.purged, collected.len() as u64, "{report:?}");
+    assert_eq!(bucket_objects(&s3, "trash").len(), 0);
+    assert_eq!(bucket_objects(&s3, "blocks"), live);
+    assert_eq!(download().await, second);
+}
