@@ -33,7 +33,8 @@ impl Blocks {
     /// Which of `ids` are stored, refreshing their time so the garbage collector keeps them for
     /// its grace period (an answer of "stored" is relied on by the commit that follows): local
     /// blocks always, a bucket's objects when older than half the grace (rewritten, as a
-    /// deduplicating put does). A bucket's collector still checks, then deletes, in two steps.
+    /// deduplicating put does). A bucket's collector checks, then moves to the trash, in two
+    /// steps (see [`Blocks::delete_if_older`]).
     ///
     /// # Errors
     /// Store errors.

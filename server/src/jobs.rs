@@ -266,7 +266,7 @@ pub struct GcReport {
     pub young: u64,
     /// Disk space given back by compacting the local store's packs after the deletions.
     pub bytes_reclaimed: u64,
-    /// A bucket's trashed blocks deleted for good (trashed a grace period or more ago).
+    /// A bucket's trashed blocks deleted for good (trashed two grace periods or more ago).
     pub purged: u64,
     /// A bucket's trashed blocks found referenced and put back (an upload rewrote one while it
     /// was being collected).
@@ -278,7 +278,7 @@ pub struct GcReport {
 }
 
 /// Deletes unreferenced blocks older than `grace` (a bucket's go to its trash, emptied of
-/// what has waited there another `grace`).
+/// what has waited there two `grace` periods).
 ///
 /// # Errors
 /// Database or store errors; a tree that cannot be walked aborts the collection untouched.
@@ -318,8 +318,9 @@ pub async fn collect_garbage(state: &AppState, grace: Duration) -> Result<GcRepo
             if live.contains(&id) {
                 continue;
             }
-            // Checked and deleted in one step: an upload that deduplicates against the block,
-            // or a "lacking" answer that it is stored, refreshes it meanwhile and keeps it.
+            // Locally checked and deleted in one step: an upload that deduplicates against the
+            // block, or a "lacking" answer that it is stored, refreshes it meanwhile and keeps
+            // it. A bucket's block goes to the trash, which still serves it (see `crate::s3`).
             match store
                 .delete_if_older(&id, cutoff)
                 .map_err(|e| e.to_string())?
@@ -332,9 +333,11 @@ pub async fn collect_garbage(state: &AppState, grace: Duration) -> Result<GcRepo
         if report.deleted > 0 {
             report.bytes_reclaimed = store.compact().map_err(|e| e.to_string())?;
         }
-        // What this run trashed waits a grace period more: an upload that rewrote a block while
-        // it was being moved relies on it until its commit, and that commit (within the grace,
-        // or its upload expires) is among the roots a run that late reads.
+        // A trashed block goes for good after two grace periods in the trash. An upload that
+        // rewrote it while it was being moved relies on it until its commit, which comes within
+        // one grace (the upload expires after that) and so is among the roots of a run that
+        // late; the second grace is margin (a collector stalled between the copy and the
+        // delete, uploads expired only by the hourly run).
         let trash_cutoff = cutoff.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
         let trash = store
             .empty_trash(&live, trash_cutoff)

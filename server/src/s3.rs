@@ -12,10 +12,12 @@
 //!
 //! S3 has no conditional delete, so the collector's check of a block's age and its delete are
 //! two requests, and an upload may rewrite the block between them. A collected block is
-//! therefore not deleted but moved to `trash/` ([`S3BlockStore::retire_if_older`]): a read that
-//! misses in `blocks/` finds it there and puts it back, and the next collection puts back every
-//! trashed block a commit references and deletes the rest once they have waited a further
-//! grace period ([`S3BlockStore::empty_trash`]). Only the collector writes to `trash/`.
+//! therefore not deleted but moved to `trash/` ([`S3BlockStore::retire_if_older`]). A read or
+//! an existence check (a commit's verification, `check`) that misses in `blocks/` finds it
+//! there and puts it back; only the "lacking" answer ([`S3BlockStore::keep_many`]) does not
+//! look, so a client is told to send such a block again. Each collection puts back every
+//! trashed block a commit references and deletes the others once they have been in the trash
+//! for two grace periods ([`S3BlockStore::empty_trash`]). Only the collector writes to `trash/`.
 //!
 //! Objects up to 64 KiB (tree nodes, small files) are cached in memory after a read or a put
 //! (64 MiB, first in first out): a commit reads and rewrites the same directory nodes again and
@@ -374,10 +376,12 @@ impl S3BlockStore {
                 Some(modified) if modified > cutoff => return Ok(Some(false)),
                 Some(_) => {}
             }
-            self.store
-                .copy(&self.path(id), &self.trash_path(id))
-                .await
-                .map_err(|e| self.error("moving to the trash", Some(id), e))?;
+            match self.store.copy(&self.path(id), &self.trash_path(id)).await {
+                Ok(()) => {}
+                // Gone since the check (another collector): nothing to move.
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(err) => return Err(self.error("moving to the trash", Some(id), err)),
+            }
             match self.store.delete(&self.path(id)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(Some(true)),
                 Err(err) => Err(self.error("deleting", Some(id), err)),
@@ -485,6 +489,19 @@ impl S3BlockStore {
         Ok(Some(data))
     }
 
+    /// Whether the block is stored: in `blocks/`, or in the trash (then put back).
+    async fn has_one(&self, id: &BlockId) -> Result<bool> {
+        if self.head(id).await?.is_some() {
+            return Ok(true);
+        }
+        match self.fetch_trashed(id).await {
+            Ok(found) => Ok(found.is_some()),
+            // A damaged copy is no copy: the client is asked for the block again.
+            Err(Error::BlockCorrupt { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
     fn cache_remove(&self, id: &BlockId) {
         self.cache
             .lock()
@@ -514,13 +531,13 @@ enum TrashOutcome {
 
 impl BlockStore for S3BlockStore {
     fn has(&self, id: &BlockId) -> Result<bool> {
-        Ok(self.block_on(self.head(id))?.is_some())
+        self.block_on(self.has_one(id))
     }
 
     fn has_many(&self, ids: &[BlockId]) -> Result<Vec<bool>> {
         self.block_on(
             futures_util::stream::iter(ids)
-                .map(|id| async move { Ok::<_, Error>(self.head(id).await?.is_some()) })
+                .map(|id| self.has_one(id))
                 .buffered(S3_CONCURRENCY)
                 .try_collect(),
         )
