@@ -11,7 +11,8 @@
 //!   and a deduplicated block gets its mtime refreshed, so no block an upload is about to
 //!   reference can be deleted under it. If any tree cannot be walked it deletes nothing. It
 //!   first expires uploads no commit took up within the same grace period, releasing the
-//!   quota they were charged ([`db::expire_uploads`]).
+//!   quota they were charged ([`db::expire_uploads`]). One collection runs at a time per
+//!   deployment: it holds a lease in the shared database while it runs.
 //! - [`export_audit`] writes audit-log rows past the last export to JSON-lines files named by
 //!   their id range (`audit/audit-FIRST-LAST.jsonl`, in the data dir or the S3 bucket), then
 //!   advances a mark in the database: a rerun rewrites the same file with the same bytes.
@@ -227,6 +228,9 @@ pub async fn claim_and_submit(
 pub async fn run(state: &AppState, job: Job) -> Result<String, String> {
     let outcome = match job {
         Job::CollectGarbage { grace } => collect_garbage(state, grace).await.map(|r| {
+            if r.skipped {
+                return "skipped: another garbage collection is running".to_owned();
+            }
             format!(
                 "{} live blocks, {} deleted, {} unreferenced kept as young, {} bytes of disk given back; \
                  bucket trash: {} deleted for good, {} referenced put back; \
@@ -275,6 +279,8 @@ pub struct GcReport {
     pub uploads_expired: u64,
     /// The bytes those uploads were charged, given back to their owners' pending quota.
     pub pending_released: u64,
+    /// Nothing was done: another collection holds the deployment's lease.
+    pub skipped: bool,
 }
 
 /// Deletes unreferenced blocks older than `grace` (a bucket's go to its trash, emptied of
@@ -283,6 +289,47 @@ pub struct GcReport {
 /// # Errors
 /// Database or store errors; a tree that cannot be walked aborts the collection untouched.
 pub async fn collect_garbage(state: &AppState, grace: Duration) -> Result<GcReport, String> {
+    let Some(lease) = claim_gc_lease(state).await? else {
+        return Ok(GcReport {
+            skipped: true,
+            ..GcReport::default()
+        });
+    };
+    let collected = collect_garbage_leased(state, grace).await;
+    // Released either way; if this fails, the lease runs out by itself.
+    if let Err(err) = db::advance_job_mark(&state.db, GC_LEASE_MARK, lease, now_ms()).await {
+        tracing::warn!(%err, "the garbage collector's lease was not released");
+    }
+    collected
+}
+
+/// The mark naming until when (milliseconds) a garbage collection holds the deployment's lease.
+pub const GC_LEASE_MARK: &str = "gc_lease";
+
+/// Takes the deployment's garbage-collection lease for [`limits::GC_LEASE`]; `None` when
+/// another collection holds it. Collections are scheduled once per round, but a job can run
+/// twice at once (a broker redelivery, an operator's extra run), and two collections of one
+/// bucket could each undo the other's trash (see [`crate::s3`]).
+async fn claim_gc_lease(state: &AppState) -> Result<Option<i64>, String> {
+    let held_until = db::job_mark(&state.db, GC_LEASE_MARK)
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = now_ms();
+    if held_until > now {
+        tracing::info!(
+            seconds_left = (held_until - now) / 1000,
+            "another garbage collection is running; this one is skipped"
+        );
+        return Ok(None);
+    }
+    let until = now + i64::try_from(limits::GC_LEASE.as_millis()).unwrap_or(i64::MAX / 2);
+    let claimed = db::advance_job_mark(&state.db, GC_LEASE_MARK, held_until, until)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(claimed.then_some(until))
+}
+
+async fn collect_garbage_leased(state: &AppState, grace: Duration) -> Result<GcReport, String> {
     // Roots are read before the walk: a commit made during the walk references only blocks that
     // are either reachable from an older root or young, so neither is deleted.
     let started = SystemTime::now();

@@ -102,6 +102,10 @@ pub const RABBITMQ_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the slowest plausible upload (16 GiB at 1 MB/s is 4.5 hours) between storing and committing.
 pub const GC_GRACE: Duration = Duration::from_secs(24 * 3600);
 
+/// How long a garbage collection holds the deployment's lease (released when it ends; a
+/// collector that died holds it this long): no other collection starts meanwhile.
+pub const GC_LEASE: Duration = Duration::from_secs(6 * 3600);
+
 /// Default version retention: 30 days, as Dropbox Basic keeps versions.
 pub const VERSION_RETENTION_DEFAULT_DAYS: u64 = 30;
 

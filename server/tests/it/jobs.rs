@@ -4,14 +4,18 @@
 use std::time::Duration;
 
 use cairn_server::db;
-use cairn_server::jobs::{GcReport, collect_garbage, prune_versions};
+use cairn_server::jobs::{GC_LEASE_MARK, GcReport, collect_garbage, prune_versions};
 use cairn_store::{BlockId, BlockStore};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::support::{Engine, TestServer, assert_error, bytes};
 
-crate::both_databases!(prune_then_collect, uploads_never_committed_expire);
+crate::both_databases!(
+    prune_then_collect,
+    uploads_never_committed_expire,
+    one_collection_at_a_time
+);
 
 async fn prune_then_collect(engine: Engine) {
     let server = TestServer::start(engine).await;
@@ -160,4 +164,48 @@ async fn uploads_never_committed_expire(engine: Engine) {
         .expect("gc");
     assert_eq!((report.uploads_expired, report.pending_released), (1, 400));
     assert_eq!(db::pending_uploads(db, owner).await.expect("pending").0, 0);
+}
+
+/// A collection that finds another one holding the deployment's lease does nothing; one that
+/// finds the lease run out (its holder died) takes it, and gives it back when it ends.
+async fn one_collection_at_a_time(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let db = &server.state.db;
+    let stray = server.state.store.put(&bytes(1000, 5)).expect("put");
+    server.state.store.sync().expect("sync");
+    let now = cairn_server::api::now_ms();
+    let held_until = now + 3600 * 1000;
+    assert!(
+        db::advance_job_mark(db, GC_LEASE_MARK, 0, held_until)
+            .await
+            .expect("hold the lease")
+    );
+    let skipped = collect_garbage(&server.state, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert!(skipped.skipped, "{skipped:?}");
+    assert_eq!(skipped.deleted, 0);
+    assert!(server.state.store.has(&stray.id).expect("has"));
+
+    // The holder died: its lease runs out.
+    assert!(
+        db::advance_job_mark(db, GC_LEASE_MARK, held_until, now - 1)
+            .await
+            .expect("expire the lease")
+    );
+    let report = collect_garbage(&server.state, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert!(!report.skipped, "{report:?}");
+    assert!(report.deleted >= 1, "{report:?}");
+    assert!(!server.state.store.has(&stray.id).expect("has"));
+    let released = db::job_mark(db, GC_LEASE_MARK).await.expect("mark");
+    assert!(
+        released <= cairn_server::api::now_ms(),
+        "released at the end: {released}"
+    );
+    let again = collect_garbage(&server.state, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert!(!again.skipped, "{again:?}");
 }
