@@ -22,20 +22,12 @@ async fn prune_then_collect(engine: Engine) {
     let (token, _) = server.user("ann").await;
     let first = bytes(600_000, 1);
     let second = bytes(600_000, 2);
-    let file: Value = server
-        .upload(&token, "doc.bin", first)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let file: Value = server.upload_json(&token, "doc.bin", first).await;
     let id = file["id"].as_i64().expect("id");
     server.upload(&token, "doc.bin", second.clone()).await;
     let gone: Value = server
-        .upload(&token, "gone.bin", bytes(300_000, 3))
-        .await
-        .json()
-        .await
-        .expect("json");
+        .upload_json(&token, "gone.bin", bytes(300_000, 3))
+        .await;
     let status = server
         .client
         .delete(server.url(&format!("/files/{}", gone["id"])))

@@ -647,11 +647,8 @@ async fn collected_blocks_wait_in_the_bucket_trash() {
     let (token, _) = server.user("tia").await;
     let second = bytes(600_000, 22);
     let file: Value = server
-        .upload(&token, "doc.bin", bytes(600_000, 21))
-        .await
-        .json()
-        .await
-        .expect("json");
+        .upload_json(&token, "doc.bin", bytes(600_000, 21))
+        .await;
     let id = file["id"].as_i64().expect("id");
     server.upload(&token, "doc.bin", second.clone()).await;
     let download = || async {

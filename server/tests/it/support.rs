@@ -246,6 +246,15 @@ impl TestServer {
             .await
             .expect("request")
     }
+
+    /// Uploads `data` as `path` and returns the answer's JSON (the file's row).
+    pub(crate) async fn upload_json(&self, token: &str, path: &str, data: Vec<u8>) -> Value {
+        self.upload(token, path, data)
+            .await
+            .json()
+            .await
+            .expect("json")
+    }
 }
 
 impl Drop for TestServer {
