@@ -75,10 +75,11 @@ def main():
     parser.add_argument("--load-seconds", type=int, default=60)
     parser.add_argument("--fill-files", type=int, default=100_000)
     parser.add_argument("--transfers-only", action="store_true", help="skip the load and the fill")
+    parser.add_argument("--server-bin", help="a cairn-server binary to measure instead of this tree's release build")
     args = parser.parse_args()
     run(["cargo", "build", "--release", "-q", "-p", "cairn-server", "-p", "cairn-bench"], cwd=ROOT)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    server_bin = os.path.join(target, "release", "cairn-server")
+    server_bin = args.server_bin or os.path.join(target, "release", "cairn-server")
     bench_bin = os.path.join(target, "release", "cairn-bench")
     os.makedirs(args.data, exist_ok=True)
     # One file per run, each with its own seed: a second upload of the same bytes would be

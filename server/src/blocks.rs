@@ -45,6 +45,22 @@ impl Blocks {
         }
     }
 
+    /// Which of `ids` are stored, for a commit about to rely on them (objects its folder
+    /// committed long ago included): local blocks are refreshed as by [`Blocks::keep_many`], under
+    /// the index lock, so a collection running now cannot delete one after this answer. A
+    /// bucket's objects are only looked up (with its trash): rewriting old ones would cost a
+    /// copy each, and a collection that moves one to the trash meanwhile puts it back in its next
+    /// run, since the commit made it referenced, while reads find it in the trash until then.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn confirm_many(&self, ids: &[BlockId]) -> Result<Vec<bool>> {
+        match self {
+            Blocks::Local(store) => store.keep_many(ids),
+            Blocks::S3(store) => store.has_many(ids),
+        }
+    }
+
     /// Deletes a block written or last refreshed at or before `cutoff`: `None` if it is not
     /// stored, else whether it was deleted. Locally the check and the delete are one step, so a
     /// refresh meanwhile keeps the block. A bucket cannot delete on a condition, so its block

@@ -17,7 +17,7 @@ use cairn_protocol::api::{Change, Event};
 use cairn_protocol::path::RelPath;
 use cairn_store::edit::{Edit, edit, lookup};
 use cairn_store::node::{DirEntry, EntryKind};
-use cairn_store::{BlockStore, NodeId, NodeStore};
+use cairn_store::{BlockId, BlockStore, NodeId, NodeStore};
 use tokio::sync::oneshot;
 
 use crate::api::error::ApiError;
@@ -64,7 +64,7 @@ impl FolderLocks {
 #[derive(Debug, Default)]
 struct FolderQueue {
     pending: Mutex<VecDeque<Pending>>,
-    lock: tokio::sync::Mutex<()>,
+    lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug)]
@@ -103,16 +103,34 @@ pub async fn commit_path(
         .unwrap_or_else(PoisonError::into_inner)
         .push_back(pending);
     let result = loop {
-        let _leader = queue.lock.lock().await;
-        if let Ok(result) = answer.try_recv() {
-            break result;
+        let leader = Arc::clone(&queue.lock).lock_owned().await;
+        match answer.try_recv() {
+            Ok(result) => break result,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                // Only a batch task that panicked drops a reply unanswered.
+                break Err(ApiError::internal(
+                    "the commit batch holding this change failed",
+                ));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
         }
         let batch: Vec<Pending> = {
             let mut pending = queue.pending.lock().unwrap_or_else(PoisonError::into_inner);
             let len = pending.len().min(COMMIT_BATCH_LEN_MAX);
             pending.drain(..len).collect()
         };
-        commit_batch(state, user_id, folder_name, batch).await;
+        // The batch runs on a task of its own, holding the folder's lock: when this caller is
+        // dropped (its client went away and the server dropped the request), the other callers'
+        // changes in the batch are still committed and answered. Run inline, they were dropped
+        // with it, and their callers, finding no answer, led empty batches forever.
+        let (task_state, folder) = (state.clone(), folder_name.to_owned());
+        let run = tokio::spawn(async move {
+            commit_batch(&task_state, user_id, &folder, batch).await;
+            drop(leader);
+        });
+        if let Err(err) = run.await {
+            break Err(ApiError::internal(err));
+        }
     };
     state.folder_locks.release(&key, queue);
     result
@@ -274,6 +292,59 @@ async fn commit_batch(state: &AppState, user_id: i64, folder_name: &str, batch: 
             "the folder changed too often while committing; try again".to_owned(),
         )
     });
+}
+
+/// Whether a sync client's `blocks` may be stored as uploads to the folder that no commit has
+/// taken up yet: `Ok(Err(reason))` when they would take the owner's uploads not yet committed
+/// past their quota. Blocks a client never commits are kept until the garbage collector's grace
+/// period ends; without this limit a client could fill the disk with them meanwhile. (A REST
+/// upload checks the bytes it receives against the same limit as they arrive.)
+///
+/// # Errors
+/// SQL errors.
+pub async fn admit_upload<B: AsRef<[u8]>>(
+    state: &AppState,
+    owner_id: i64,
+    folder_id: i64,
+    blocks: &[B],
+) -> Result<Result<(), String>, db::DbError> {
+    let (pending, quota) = db::pending_uploads(&state.db, owner_id).await?;
+    let len = |b: &B| i64::try_from(b.as_ref().len()).unwrap_or(i64::MAX);
+    let mut bytes = blocks.iter().map(len).fold(0i64, i64::saturating_add);
+    if pending.saturating_add(bytes) <= quota {
+        return Ok(Ok(()));
+    }
+    // Near the limit, what the folder already has is not counted: sending it again costs
+    // nothing (a client resending after a lost answer must not be refused for it).
+    let ids: Vec<String> = blocks
+        .iter()
+        .map(|b| BlockId::of(b.as_ref()).to_string())
+        .collect();
+    let known = db::objects_state(&state.db, folder_id, &ids).await?;
+    bytes = blocks
+        .iter()
+        .zip(&ids)
+        .filter(|(_, id)| !known.contains_key(*id))
+        .map(|(b, _)| len(b))
+        .fold(0i64, i64::saturating_add);
+    if pending.saturating_add(bytes) <= quota {
+        return Ok(Ok(()));
+    }
+    Ok(Err(pending_refusal(pending, bytes, quota)))
+}
+
+/// Why `bytes` more uploads not yet committed are refused, over `pending` of `quota`: the same
+/// words for QUIC and REST uploads.
+pub fn pending_refusal(pending: i64, bytes: i64, quota: i64) -> String {
+    format!(
+        "uploads not yet committed would exceed your storage quota ({} + {} of {} bytes): \
+         commit or free space, or ask for more; sending blocks the server already has costs \
+         nothing, and uploads never committed are released after {} hours",
+        pending.max(0),
+        bytes,
+        quota,
+        crate::limits::GC_GRACE.as_secs() / 3600
+    )
 }
 
 /// A random wait before commit attempt `attempt` (1-based retries): up to 2^attempt ms,

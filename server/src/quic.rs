@@ -24,7 +24,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use crate::api::{AppState, authenticate, now_ms};
 use crate::commit::{RootError, RootOutcome, commit_root_keeping};
 use crate::db;
-use crate::limits;
 
 /// Concurrent streams one connection may have open.
 pub const STREAMS_MAX: u32 = 64;
@@ -519,7 +518,10 @@ async fn put_blocks(
         batch.push(block);
         if batch_bytes >= PUT_BATCH_BYTES || i + 1 == count {
             state.metrics.quic_received(batch_bytes as u64);
-            admit_upload(state, owner_id, folder_id, &batch, batch_bytes).await?;
+            crate::commit::admit_upload(state, owner_id, folder_id, &batch)
+                .await
+                .map_err(|e| Refusal::internal(&e))?
+                .map_err(|reason| Refusal(ErrorCode::OverQuota, reason))?;
             let blocks = std::mem::take(&mut batch);
             batch_bytes = 0;
             let sizes: Vec<i64> = blocks
@@ -558,55 +560,6 @@ async fn put_blocks(
         }
     }
     Ok((ids, new))
-}
-
-/// Refuses a batch of `bytes` that would take the owner's uploads not yet committed past their
-/// quota: blocks a client never commits are kept until the garbage collector's grace period
-/// ends, and without this limit a client could fill the disk with them meanwhile.
-async fn admit_upload(
-    state: &AppState,
-    owner_id: i64,
-    folder_id: i64,
-    blocks: &[Vec<u8>],
-    bytes: usize,
-) -> Result<(), Refusal> {
-    let (pending, quota) = db::pending_uploads(&state.db, owner_id)
-        .await
-        .map_err(|e| Refusal::internal(&e))?;
-    let mut bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-    if pending.saturating_add(bytes) <= quota {
-        return Ok(());
-    }
-    // Near the limit, what the folder already has is not counted: sending it again costs
-    // nothing (a client resending after a lost answer must not be refused for it).
-    let hashed: Vec<(String, usize)> = blocks
-        .iter()
-        .map(|b| (BlockId::of(b).to_string(), b.len()))
-        .collect();
-    let ids: Vec<String> = hashed.iter().map(|(id, _)| id.clone()).collect();
-    let known = db::objects_state(&state.db, folder_id, &ids)
-        .await
-        .map_err(|e| Refusal::internal(&e))?;
-    bytes = hashed
-        .iter()
-        .filter(|(id, _)| !known.contains_key(id))
-        .map(|(_, len)| i64::try_from(*len).unwrap_or(i64::MAX))
-        .fold(0i64, i64::saturating_add);
-    if pending.saturating_add(bytes) <= quota {
-        return Ok(());
-    }
-    Err(Refusal(
-        ErrorCode::OverQuota,
-        format!(
-            "uploads not yet committed would exceed your storage quota ({} + {} of {} bytes): \
-             sync less, free space or ask for more; uploads never committed are released after \
-             {} hours",
-            pending.max(0),
-            bytes,
-            quota,
-            limits::GC_GRACE.as_secs() / 3600
-        ),
-    ))
 }
 
 async fn reply(send: &mut SendStream, response: Response) -> Result<(), Refusal> {

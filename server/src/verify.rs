@@ -3,6 +3,11 @@
 //! [`new_objects`] walks a tree top-down, one level per round, and stops at every node the
 //! folder has already committed (its whole subtree was verified then). Every other node must
 //! exist, decode, and be of the kind its parent says; every block a file references must exist.
+//! For a client's commit, an object the folder committed before must still exist too: once no
+//! retained version referenced it, the garbage collector may have removed it since, and a
+//! client that commits without asking which blocks the server lacks must not get a tree
+//! accepted that names it. (The server's own edits start from the current head, whose objects
+//! are live, so they skip that check: on S3 it costs a request per object.)
 //! For a client's commit (`require_known`), every new node and block must also have been
 //! uploaded *to this folder*: naming someone else's block by its hash gets nothing. The walk's
 //! result is the list of objects to record as committed, which is also what the sync protocol
@@ -88,9 +93,16 @@ pub async fn new_objects_keeping(
             .await
             .map_err(|e| internal(&e))?;
         let mut todo = Vec::new();
+        // Objects committed before: checked for presence, not descended into.
+        let mut recheck: Vec<BlockId> = Vec::new();
         for ((id, expect), hex) in frontier.into_iter().zip(hex) {
             match known.get(&hex) {
-                Some(true) => continue,
+                Some(true) => {
+                    if require_known {
+                        recheck.push(BlockId::from(id));
+                    }
+                    continue;
+                }
                 None if require_known => {
                     return Err(TreeError::Missing(format!(
                         "tree node {hex} was not uploaded to this folder"
@@ -117,7 +129,12 @@ pub async fn new_objects_keeping(
         let mut check = Vec::new();
         for (id, hex) in blocks.into_iter().zip(block_hex) {
             match known.get(&hex) {
-                Some(true) => continue,
+                Some(true) => {
+                    if require_known {
+                        recheck.push(id);
+                    }
+                    continue;
+                }
                 None if require_known => {
                     return Err(TreeError::Missing(format!(
                         "block {hex} was not uploaded to this folder"
@@ -128,15 +145,16 @@ pub async fn new_objects_keeping(
             check.push(id);
             out.push(hex);
         }
+        check.extend(recheck);
         let store = std::sync::Arc::clone(&state.store);
         let ids = check.clone();
-        let present = tokio::task::spawn_blocking(move || store.has_many(&ids))
+        let present = tokio::task::spawn_blocking(move || store.confirm_many(&ids))
             .await
             .map_err(|e| internal(&e))?
             .map_err(|e| internal(&e))?;
         if let Some((id, _)) = check.iter().zip(&present).find(|(_, has)| !**has) {
             return Err(TreeError::Missing(format!(
-                "block {id} is not stored; upload it again"
+                "object {id} is not stored; upload it again"
             )));
         }
         frontier = children

@@ -13,7 +13,7 @@ use std::path::Path;
 use crate::chunk::{ChunkReader, new_buffer};
 use crate::limits::READ_RETRIES_MAX;
 use crate::node::{BlockRef, FileNode};
-use crate::{BlockStore, ChunkConfig, Error, Result};
+use crate::{BlockStore, ChunkConfig, Error, Put, Result};
 
 /// Blocks and figures of one ingested stream.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,24 +40,40 @@ pub fn ingest_reader(
     store: &(impl BlockStore + ?Sized),
     cfg: &ChunkConfig,
 ) -> Result<Ingested> {
+    ingest_reader_by(reader, label, cfg, |blocks| store.put_many(blocks))
+}
+
+/// [`ingest_reader`] with `store_batch` doing the storing: it is given each batch of blocks in
+/// order and returns their [`Put`]s, as [`BlockStore::put_many`] does. A caller wraps the store
+/// in what it must do around each batch (admission before, bookkeeping after); an error from it
+/// stops the ingest, the batches before it stored.
+///
+/// # Errors
+/// [`Error::Io`] when reading fails; what `store_batch` returns.
+pub fn ingest_reader_by<E: From<Error>>(
+    reader: impl Read,
+    label: &Path,
+    cfg: &ChunkConfig,
+    store_batch: impl FnMut(&[&[u8]]) -> std::result::Result<Vec<Put>, E>,
+) -> std::result::Result<Ingested, E> {
     let buf = BUFFER.take().unwrap_or_else(new_buffer);
     let mut chunks = ChunkReader::with_buffer(reader, cfg, buf);
-    let result = store_batches(&mut chunks, label, store);
+    let result = store_batches(&mut chunks, label, store_batch);
     BUFFER.set(Some(chunks.into_buffer()));
     result
 }
 
-fn store_batches(
+fn store_batches<E: From<Error>>(
     chunks: &mut ChunkReader<impl Read>,
     label: &Path,
-    store: &(impl BlockStore + ?Sized),
-) -> Result<Ingested> {
+    mut store_batch: impl FnMut(&[&[u8]]) -> std::result::Result<Vec<Put>, E>,
+) -> std::result::Result<Ingested, E> {
     let mut out = Ingested::default();
     while let Some(batch) = chunks
         .next_batch()
         .map_err(|e| Error::io("reading", label, e))?
     {
-        let puts = store.put_many(&batch.to_vec())?;
+        let puts = store_batch(&batch.to_vec())?;
         for put in puts {
             out.size += put.size;
             out.new_blocks += u64::from(put.new);

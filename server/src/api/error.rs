@@ -47,6 +47,13 @@ impl From<crate::db::DbError> for ApiError {
     }
 }
 
+/// Store errors reaching a handler unmapped are failures of the server's own storage.
+impl From<cairn_store::Error> for ApiError {
+    fn from(err: cairn_store::Error) -> Self {
+        ApiError::internal(err)
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(err: tokio::task::JoinError) -> Self {
         ApiError::internal(err)

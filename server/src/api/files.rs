@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::Json;
 use axum::body::Body;
@@ -13,7 +14,7 @@ use bytes::{Buf, Bytes};
 use cairn_protocol::api::{FileInfo, FileList, VersionInfo, VersionList};
 use cairn_protocol::limits::PATH_BYTES_MAX;
 use cairn_protocol::path::RelPath;
-use cairn_store::ingest::{Ingested, ingest_reader};
+use cairn_store::ingest::{Ingested, ingest_reader_by};
 use cairn_store::node::{BlockRef, DirEntry, EntryKind, FileNode, Name, Node};
 use cairn_store::{BlockStore, ChunkConfig, NodeId, NodeStore};
 use futures_util::StreamExt;
@@ -23,7 +24,7 @@ use tokio::sync::mpsc;
 use super::error::ApiError;
 use super::{ApiPath, ApiQuery, AppState, AuthUser, ClientIp, now_ms, rfc3339};
 use crate::api::auth::audit_target;
-use crate::commit::commit_path;
+use crate::commit::{commit_path, pending_refusal};
 use crate::db::{self, FileRow};
 use crate::limits::{
     DOWNLOAD_READ_AHEAD, LIST_PAGE_LEN_DEFAULT, LIST_PAGE_LEN_MAX, UPLOAD_CHANNEL_LEN_MAX,
@@ -100,7 +101,7 @@ pub async fn upload(
     mut multipart: Multipart,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut path: Option<RelPath> = None;
-    let mut ingested: Option<Ingested> = None;
+    let mut ingested: Option<(Ingested, Uncharged)> = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         match field.name() {
             Some("path") => {
@@ -124,7 +125,7 @@ pub async fn upload(
             }
             Some("file") => {
                 let room = quota_room(&state, user.id, path.as_ref()).await?;
-                ingested = Some(receive_file(&state, field, room).await?);
+                ingested = Some(receive_file(&state, user.id, field, room).await?);
             }
             other => {
                 let name = other
@@ -142,7 +143,7 @@ pub async fn upload(
     let path = path.ok_or_else(|| {
         ApiError::BadRequest("invalid_upload", "the 'path' field is missing".to_owned())
     })?;
-    let ingested = ingested.ok_or_else(|| {
+    let (ingested, uncharged) = ingested.ok_or_else(|| {
         ApiError::BadRequest("invalid_upload", "the 'file' field is missing".to_owned())
     })?;
     let now = now_ms();
@@ -167,6 +168,7 @@ pub async fn upload(
         .blocks_received(block_count, ingested.new_blocks);
     let committed =
         commit_path(&state, user.id, DEFAULT_FOLDER, &path, Some(entry), "rest").await?;
+    uncharged.committed();
     tracing::info!(user = user.id, path = %path, size, new_blocks = ingested.new_blocks, seq = committed.seq, "uploaded");
     Ok((StatusCode::CREATED, Json(file_info(&committed.file))))
 }
@@ -196,24 +198,75 @@ async fn quota_room(
 /// channel: memory stays flat, and a slow disk slows the upload instead of buffering it. An
 /// upload that outgrows `room` (see [`quota_room`]) is refused as soon as it does, not after
 /// it was all stored.
+///
+/// Stored blocks are charged as a QUIC upload's are: recorded as uploaded to the folder, batch
+/// by batch (by a task beside the chunker, so it never waits for the database), and counted
+/// against the owner's quota for uploads not yet committed, which the bytes received may not
+/// outgrow. The commit takes the charge back; an upload broken off or refused before its commit
+/// stays charged until the garbage collector expires it with its blocks, so failed uploads
+/// cannot fill the disk either. The last batch (a small file's only one) is recorded only if
+/// the upload fails (see [`Uncharged`]): its commit records it anyway, and a write per small
+/// upload cost a third of the server's small-upload rate on SQLite.
 async fn receive_file(
     state: &AppState,
+    owner_id: i64,
     mut field: Field<'_>,
     room: u64,
-) -> Result<Ingested, ApiError> {
-    let (tx, rx) = mpsc::channel::<Bytes>(UPLOAD_CHANNEL_LEN_MAX);
-    let store = Arc::clone(&state.store);
+) -> Result<(Ingested, Uncharged), ApiError> {
+    let folder_id = db::folder(&state.db, owner_id, DEFAULT_FOLDER)
+        .await?
+        .ok_or(ApiError::NotFound("folder"))?
+        .id;
+    let (pending_at_start, quota) = db::pending_uploads(&state.db, owner_id).await?;
+    // What this upload's batches were charged so far.
+    let charged = Arc::new(AtomicI64::new(0));
+    let (charge_tx, mut charge_rx) = mpsc::unbounded_channel::<Vec<(String, i64)>>();
+    let charger = {
+        let (state, charged) = (state.clone(), Arc::clone(&charged));
+        tokio::spawn(async move {
+            while let Some(objects) = charge_rx.recv().await {
+                let added =
+                    db::add_uploaded(&state.db, owner_id, folder_id, &objects, now_ms()).await?;
+                charged.fetch_add(added, Ordering::Relaxed);
+            }
+            Ok::<_, db::DbError>(())
+        })
+    };
+    let (tx, rx) = mpsc::channel::<Option<Bytes>>(UPLOAD_CHANNEL_LEN_MAX);
+    let task_state = state.clone();
     let task = tokio::task::spawn_blocking(move || {
+        let state = task_state;
         let reader = ChannelReader {
             rx,
             current: Bytes::new(),
+            ended: false,
         };
-        ingest_reader(
+        // The batch stored last, not charged yet.
+        let mut held: Vec<(String, i64)> = Vec::new();
+        let ingested = ingest_reader_by(
             reader,
             std::path::Path::new("upload"),
-            store.as_ref(),
             &ChunkConfig::DEFAULT,
-        )
+            |blocks| {
+                let puts = state.store.put_many(blocks).map_err(ApiError::internal)?;
+                let stored = puts
+                    .iter()
+                    .map(|p| (p.id.to_string(), i64::try_from(p.size).unwrap_or(i64::MAX)))
+                    .collect();
+                let previous = std::mem::replace(&mut held, stored);
+                if !previous.is_empty() && charge_tx.send(previous).is_err() {
+                    return Err(ApiError::internal("the upload's charging task ended"));
+                }
+                Ok::<_, ApiError>(puts)
+            },
+        );
+        let uncharged = Uncharged {
+            state,
+            owner_id,
+            folder_id,
+            objects: held,
+        };
+        (ingested, uncharged)
     });
     let max = state.config.upload_size_max;
     let mut total: u64 = 0;
@@ -229,6 +282,7 @@ async fn receive_file(
                     // reset connection instead of the answer.
                     continue;
                 }
+                let received = i64::try_from(total).unwrap_or(i64::MAX);
                 if total > max {
                     refused = Some(ApiError::TooLarge(
                         "upload_too_large",
@@ -240,6 +294,17 @@ async fn receive_file(
                         "this change would exceed your storage quota; delete files or ask for more space"
                             .to_owned(),
                     ));
+                } else if pending_at_start.saturating_add(received) > quota {
+                    // Commits and the collector may have released some since the start; this
+                    // upload's own charges are in the figure already.
+                    let (pending, _) = db::pending_uploads(&state.db, owner_id).await?;
+                    let others = pending - charged.load(Ordering::Relaxed);
+                    if others.saturating_add(received) > quota {
+                        refused = Some(ApiError::TooLarge(
+                            "quota_exceeded",
+                            pending_refusal(others, received, quota),
+                        ));
+                    }
                 }
                 if refused.is_some() {
                     // The chunker stops here.
@@ -247,34 +312,98 @@ async fn receive_file(
                     continue;
                 }
                 if let Some(sender) = &tx
-                    && sender.send(bytes).await.is_err()
+                    && sender.send(Some(bytes)).await.is_err()
                 {
-                    // The chunker stopped early; its error is reported below.
-                    break Ok(());
+                    // The chunker stopped early; its error is reported below, once the rest is
+                    // read and dropped (see above).
+                    tx = None;
                 }
             }
-            Ok(None) => break refused.map_or(Ok(()), Err),
+            Ok(None) => {
+                if let Some(sender) = &tx {
+                    // The end: without it the chunker sees a broken-off upload and stores no
+                    // partial batch.
+                    let _ = sender.send(None).await;
+                }
+                break refused.map_or(Ok(()), Err);
+            }
             Err(err) => break Err(refused.unwrap_or_else(|| multipart_error(err))),
         }
     };
     drop(tx);
-    let ingested = task.await?;
+    let (ingested, uncharged) = task.await?;
+    // Every batch before the last is charged before the answer.
+    charger.await??;
     received?;
-    ingested.map_err(ApiError::internal)
+    Ok((ingested?, uncharged))
 }
 
-/// A blocking `Read` over chunks arriving on a channel.
+/// Blocks an upload stored and has not charged to its owner yet: if this is dropped before
+/// [`Uncharged::committed`] (the upload failed, or its request was dropped), they are recorded
+/// as uploaded to the folder and charged, as every other batch was.
+struct Uncharged {
+    state: AppState,
+    owner_id: i64,
+    folder_id: i64,
+    objects: Vec<(String, i64)>,
+}
+
+impl Uncharged {
+    /// The commit recorded the blocks as the folder's: nothing to charge.
+    fn committed(mut self) {
+        self.objects.clear();
+    }
+}
+
+impl Drop for Uncharged {
+    fn drop(&mut self) {
+        if self.objects.is_empty() {
+            return;
+        }
+        let objects = std::mem::take(&mut self.objects);
+        let (state, owner_id, folder_id) = (self.state.clone(), self.owner_id, self.folder_id);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                owner_id,
+                blocks = objects.len(),
+                "a failed upload's blocks were not charged: no runtime"
+            );
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(err) =
+                db::add_uploaded(&state.db, owner_id, folder_id, &objects, now_ms()).await
+            {
+                tracing::warn!(%err, owner_id, "a failed upload's blocks were not charged");
+            }
+        });
+    }
+}
+
+/// A blocking `Read` over chunks arriving on a channel, ended by `None`. A channel closed
+/// without it (the upload was refused or broken off) is an error, so the chunker stops without
+/// storing the blocks it holds.
 struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Option<Bytes>>,
     current: Bytes,
+    ended: bool,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
-                Some(bytes) => self.current = bytes,
-                None => return Ok(0),
+                Some(Some(bytes)) => self.current = bytes,
+                Some(None) => self.ended = true,
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the upload ended before its last byte",
+                    ));
+                }
             }
         }
         let n = out.len().min(self.current.len());

@@ -1,7 +1,14 @@
 //! Upload, list, download (whole, ranges, versions), delete, versions, changes, heartbeat,
 //! health, the OpenAPI document and `cairn-server check`.
 
-use cairn_store::BlockStore;
+use std::time::Duration;
+
+use cairn_protocol::path::RelPath;
+use cairn_server::commit::commit_path;
+use cairn_server::db;
+use cairn_server::jobs::collect_garbage;
+use cairn_store::node::{DirEntry, EntryKind, FileNode, Name, Node};
+use cairn_store::{BlockStore, NodeStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -11,6 +18,8 @@ crate::both_databases!(
     file_lifecycle,
     listing_pages,
     quota_is_enforced,
+    failed_uploads_are_charged_until_collected,
+    callers_gone_mid_commit_strand_no_one,
     changes_heartbeat_health_openapi,
     check_command_finds_corruption
 );
@@ -254,6 +263,179 @@ async fn quota_is_enforced(engine: Engine) {
         Some(1),
         "the refused upload left nothing behind"
     );
+}
+
+/// Sends `data` as an upload of `path` whose body then breaks off (the client died): the
+/// server never sees the end of the file.
+async fn broken_upload(server: &TestServer, token: &str, path: &str, data: Vec<u8>) {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data
+        .chunks(256 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .chain([Err(std::io::Error::other("the client died"))])
+        .collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let form = reqwest::multipart::Form::new()
+        .text("path", path.to_owned())
+        .part("file", reqwest::multipart::Part::stream(body));
+    let sent = server
+        .client
+        .post(server.url("/files/upload"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await;
+    assert!(sent.is_err(), "a broken-off upload got an answer: {sent:?}");
+}
+
+/// Blocks a REST upload stored and no commit took up (the body broke off) are charged to the
+/// owner's quota for uploads not yet committed, as QUIC uploads are, until the collector
+/// expires them: failed uploads cannot fill the disk. A committed upload costs nothing there,
+/// and one refused for going over that quota says why.
+async fn failed_uploads_are_charged_until_collected(engine: Engine) {
+    const MIB: usize = 1 << 20;
+    let server = TestServer::start_with(engine, |config| config.quota_default = 12 << 20).await;
+    let (token, _) = server.user("ann").await;
+    let db = &server.state.db;
+    let owner = db::user_by_name(db, "ann")
+        .await
+        .expect("query")
+        .expect("ann")
+        .id;
+    let pending = || async { db::pending_uploads(db, owner).await.expect("pending").0 };
+
+    // 10 MiB sent, then the client dies: the first chunk buffer's blocks (7 to 8 MiB) were
+    // stored, the rest was held back and not.
+    let stored_before = stored_bytes(&server);
+    broken_upload(&server, &token, "broken.bin", bytes(10 * MIB, 1)).await;
+    // The server notices the broken body on its own time.
+    let mut charged = 0;
+    for _ in 0..100 {
+        charged = pending().await;
+        if charged > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stored = i64::try_from(stored_bytes(&server) - stored_before).expect("size");
+    assert!(
+        (7 * MIB as i64..=8 * MIB as i64).contains(&charged),
+        "charged {charged} bytes"
+    );
+    assert_eq!(charged, stored, "every stored byte is charged");
+
+    // A small upload that commits is never charged (its one batch is recorded by the commit).
+    assert_eq!(
+        server
+            .upload(&token, "small.bin", bytes(3 * MIB, 2))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(pending().await, charged);
+
+    // 8.5 MiB fit the free space (9 MiB), but not beside the 7-8 MiB not yet committed: refused
+    // once the bytes received outgrow the rest of the quota, before a batch is stored.
+    let refused = server
+        .upload(&token, "next.bin", bytes(17 * MIB / 2, 3))
+        .await;
+    let message = assert_error(refused, StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded").await;
+    assert!(message.contains("not yet committed"), "{message}");
+    assert_eq!(
+        pending().await,
+        charged,
+        "the refused upload stored nothing"
+    );
+
+    // Kept while young; expired with their blocks once the grace period is over.
+    let young = collect_garbage(&server.state, Duration::from_secs(3600))
+        .await
+        .expect("gc");
+    assert_eq!(young.uploads_expired, 0, "{young:?}");
+    assert_eq!(pending().await, charged);
+    let report = collect_garbage(&server.state, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert_eq!(
+        i64::try_from(report.pending_released).expect("size"),
+        charged,
+        "{report:?}"
+    );
+    assert_eq!(pending().await, 0);
+    assert_eq!(
+        server
+            .upload(&token, "next.bin", bytes(17 * MIB / 2, 3))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        pending().await,
+        0,
+        "an upload of two batches, the first charged while the second was stored, committed"
+    );
+    let listing: Value = server
+        .get(&token, "/files/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let paths: Vec<&str> = listing["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["next.bin", "small.bin"]);
+}
+
+/// Changes queued for one folder are committed in batches led by one of their callers. A caller
+/// dropped while it leads (the server drops a request whose client went away) must not take the
+/// other callers' changes with it: each of them is still committed and answered.
+async fn callers_gone_mid_commit_strand_no_one(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    server.user("ann").await;
+    let owner = db::user_by_name(&server.state.db, "ann")
+        .await
+        .expect("query")
+        .expect("ann")
+        .id;
+    let file = Node::File(FileNode::new(0o644, 0, Vec::new()).expect("empty file"));
+    let (child, _) = server.state.store.put_node(&file).expect("put node");
+    for round in 0..12 {
+        let mut callers = Vec::new();
+        for i in 0..30 {
+            let state = server.state.clone();
+            let path = RelPath::parse(&format!("r{round}/f{i}.txt")).expect("path");
+            let entry = DirEntry {
+                name: Name::new(path.file_name().as_bytes().to_vec()).expect("name"),
+                kind: EntryKind::File,
+                size: 0,
+                mtime_ns: 0,
+                mode: 0o644,
+                child,
+            };
+            callers.push(tokio::spawn(async move {
+                commit_path(&state, owner, "default", &path, Some(entry), "test").await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(round)).await;
+        for (i, caller) in callers.iter().enumerate() {
+            if i % 3 == 0 {
+                caller.abort();
+            }
+        }
+        for (i, caller) in callers.into_iter().enumerate() {
+            let joined = tokio::time::timeout(Duration::from_secs(30), caller)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: caller {i} was stranded"));
+            match joined {
+                Ok(committed) => {
+                    committed.unwrap_or_else(|e| panic!("round {round}: caller {i}: {e:?}"));
+                }
+                Err(err) => assert!(err.is_cancelled() && i % 3 == 0, "{err}"),
+            }
+        }
+    }
 }
 
 /// The bytes of every block in the server's store.

@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use cairn_server::db;
 use cairn_server::jobs::{GC_LEASE_MARK, GcReport, collect_garbage, prune_versions};
-use cairn_store::{BlockId, BlockStore};
+use cairn_server::verify::{TreeError, new_objects};
+use cairn_store::dir::chunk_dir;
+use cairn_store::edit::lookup;
+use cairn_store::node::{DirEntry, EntryKind, FileNode, Name, Node};
+use cairn_store::{BlockId, BlockStore, NodeId, NodeStore};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -14,7 +18,8 @@ use crate::support::{Engine, TestServer, assert_error, bytes};
 crate::both_databases!(
     prune_then_collect,
     uploads_never_committed_expire,
-    one_collection_at_a_time
+    one_collection_at_a_time,
+    objects_collected_since_their_commit_are_checked_again
 );
 
 async fn prune_then_collect(engine: Engine) {
@@ -200,4 +205,118 @@ async fn one_collection_at_a_time(engine: Engine) {
         .await
         .expect("gc");
     assert!(!again.skipped, "{again:?}");
+}
+
+/// A client's commit that names objects its folder committed long ago, and that the collector
+/// removed once no retained version referenced them, is refused as missing; the same tree is
+/// accepted once they are stored again.
+async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (token, _) = server.user("vic").await;
+    let state = &server.state;
+    let content = bytes(600_000, 6);
+    let file: Value = server
+        .upload_json(&token, "sub/doc.bin", content.clone())
+        .await;
+    let owner = db::user_by_name(&state.db, "vic")
+        .await
+        .expect("query")
+        .expect("vic")
+        .id;
+    let folder = db::folder(&state.db, owner, "default")
+        .await
+        .expect("query")
+        .expect("folder");
+    let root: NodeId = folder.head_root.parse().expect("root id");
+    let name = |text: &str| Name::new(text.as_bytes().to_vec()).expect("name");
+    let sub = lookup(state.store.as_ref(), &root, &[name("sub")])
+        .expect("lookup")
+        .expect("sub");
+    let doc = lookup(state.store.as_ref(), &sub.child, &[name("doc.bin")])
+        .expect("lookup")
+        .expect("doc.bin");
+    let Node::File(node) = state.store.get_node(&doc.child).expect("file node") else {
+        panic!("doc.bin is not a file node")
+    };
+    let blocks = node.blocks().to_vec();
+
+    // Deleted, its versions pruned and its objects collected.
+    let status = server
+        .client
+        .delete(server.url(&format!("/files/{}", file["id"])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    prune_versions(state, Duration::ZERO).await.expect("prune");
+    collect_garbage(state, Duration::ZERO).await.expect("gc");
+    assert!(!state.store.has(&BlockId::from(sub.child)).expect("has"));
+    assert!(!state.store.has(&blocks[0].id).expect("has"));
+
+    // A tree with a new file node over the collected blocks, and one naming the collected
+    // directory: their new nodes are uploaded to the folder, the old objects are not.
+    let again = Node::File(FileNode::new(0o600, 7, blocks.clone()).expect("file"));
+    let put_tree = |entry: DirEntry| {
+        let dir = chunk_dir(vec![entry]).expect("dir");
+        for (_, node) in &dir.nodes {
+            state.store.put_node(node).expect("put node");
+        }
+        dir.root
+    };
+    state.store.put_node(&again).expect("put node");
+    let over_blocks = put_tree(DirEntry {
+        name: name("again.bin"),
+        kind: EntryKind::File,
+        size: content.len() as u64,
+        mtime_ns: 7,
+        mode: 0o600,
+        child: again.id(),
+    });
+    // Under another name: the old root itself would be the same node, stored again here.
+    let over_dir = put_tree(DirEntry {
+        name: name("moved"),
+        ..sub.clone()
+    });
+    let uploaded: Vec<(String, i64)> = [again.id(), over_blocks, over_dir]
+        .iter()
+        .map(|id| (id.to_string(), 100))
+        .collect();
+    db::add_uploaded(
+        &state.db,
+        owner,
+        folder.id,
+        &uploaded,
+        cairn_server::api::now_ms(),
+    )
+    .await
+    .expect("uploaded");
+    for tree in [over_blocks, over_dir] {
+        match new_objects(state, folder.id, tree, true).await {
+            Err(TreeError::Missing(message)) => {
+                assert!(message.contains("upload it again"), "{message}");
+            }
+            other => panic!("a tree naming collected objects was accepted: {other:?}"),
+        }
+    }
+
+    // Stored again (a client that asked which blocks the server lacks sends them), the same
+    // tree is accepted.
+    let chunks: Vec<&[u8]> = {
+        let mut at = 0;
+        blocks
+            .iter()
+            .map(|b| {
+                let chunk = &content[at..at + b.len as usize];
+                at += b.len as usize;
+                chunk
+            })
+            .collect()
+    };
+    state.store.put_many(&chunks).expect("put blocks");
+    let objects = new_objects(state, folder.id, over_blocks, true)
+        .await
+        .expect("a tree over stored blocks is accepted");
+    assert!(objects.contains(&again.id().to_string()), "{objects:?}");
 }
