@@ -103,14 +103,7 @@ async fn file_lifecycle(engine: Engine) {
     assert_eq!(old.bytes().await.expect("body").as_ref(), &data[..]);
 
     assert_eq!(
-        server
-            .client
-            .delete(server.url(&format!("/files/{id}")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("request")
-            .status(),
+        server.delete_file(&token, id).await.status(),
         StatusCode::NO_CONTENT
     );
     let listing: Value = server
@@ -151,13 +144,7 @@ async fn file_lifecycle(engine: Engine) {
         "deleted files stay in history"
     );
     assert_error(
-        server
-            .client
-            .delete(server.url(&format!("/files/{id}")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("request"),
+        server.delete_file(&token, id).await,
         StatusCode::NOT_FOUND,
         "not_found",
     )
@@ -296,11 +283,7 @@ async fn failed_uploads_are_charged_until_collected(engine: Engine) {
     let server = TestServer::start_with(engine, |config| config.quota_default = 12 << 20).await;
     let (token, _) = server.user("ann").await;
     let db = &server.state.db;
-    let owner = db::user_by_name(db, "ann")
-        .await
-        .expect("query")
-        .expect("ann")
-        .id;
+    let owner = server.user_id("ann").await;
     let pending = || async { db::pending_uploads(db, owner).await.expect("pending").0 };
 
     // 10 MiB sent, then the client dies: the first chunk buffer's blocks (7 to 8 MiB) were
@@ -394,11 +377,7 @@ async fn failed_uploads_are_charged_until_collected(engine: Engine) {
 async fn callers_gone_mid_commit_strand_no_one(engine: Engine) {
     let server = TestServer::start(engine).await;
     server.user("ann").await;
-    let owner = db::user_by_name(&server.state.db, "ann")
-        .await
-        .expect("query")
-        .expect("ann")
-        .id;
+    let owner = server.user_id("ann").await;
     let file = Node::File(FileNode::new(0o644, 0, Vec::new()).expect("empty file"));
     let (child, _) = server.state.store.put_node(&file).expect("put node");
     for round in 0..12 {

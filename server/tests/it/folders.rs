@@ -190,13 +190,7 @@ async fn list_filters(engine: Engine) {
     assert_eq!(paths(&one), ["e.bin"]);
 
     let id = one["files"][0]["id"].as_i64().expect("id");
-    let deleted = server
-        .client
-        .delete(server.url(&format!("/files/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("request");
+    let deleted = server.delete_file(&token, id).await;
     assert!(deleted.status().is_success());
     let gone: Value = server
         .get(&token, "/files/?prefix=e.bin")

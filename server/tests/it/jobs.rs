@@ -33,14 +33,7 @@ async fn prune_then_collect(engine: Engine) {
     let gone: Value = server
         .upload_json(&token, "gone.bin", bytes(300_000, 3))
         .await;
-    let status = server
-        .client
-        .delete(server.url(&format!("/files/{}", gone["id"])))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("request")
-        .status();
+    let status = server.delete_file(&token, &gone["id"]).await.status();
     assert_eq!(status, StatusCode::NO_CONTENT);
 
     // Nothing is collectable while every version is retained.
@@ -103,11 +96,7 @@ async fn uploads_never_committed_expire(engine: Engine) {
     let server = TestServer::start(engine).await;
     server.user("uma").await;
     let db = &server.state.db;
-    let owner = db::user_by_name(db, "uma")
-        .await
-        .expect("query")
-        .expect("uma")
-        .id;
+    let owner = server.user_id("uma").await;
     let folder = db::folder(db, owner, "default")
         .await
         .expect("query")
@@ -218,11 +207,7 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
     let file: Value = server
         .upload_json(&token, "sub/doc.bin", content.clone())
         .await;
-    let owner = db::user_by_name(&state.db, "vic")
-        .await
-        .expect("query")
-        .expect("vic")
-        .id;
+    let owner = server.user_id("vic").await;
     let folder = db::folder(&state.db, owner, "default")
         .await
         .expect("query")
@@ -241,14 +226,7 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
     let blocks = node.blocks().to_vec();
 
     // Deleted, its versions pruned and its objects collected.
-    let status = server
-        .client
-        .delete(server.url(&format!("/files/{}", file["id"])))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("request")
-        .status();
+    let status = server.delete_file(&token, &file["id"]).await.status();
     assert_eq!(status, StatusCode::NO_CONTENT);
     prune_versions(state, Duration::ZERO).await.expect("prune");
     collect_garbage(state, Duration::ZERO).await.expect("gc");

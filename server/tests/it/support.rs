@@ -247,6 +247,25 @@ impl TestServer {
             .expect("request")
     }
 
+    /// `DELETE /files/{id}` as the holder of `token`.
+    pub(crate) async fn delete_file(&self, token: &str, id: impl std::fmt::Display) -> Response {
+        self.client
+            .delete(self.url(&format!("/files/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The id of the user called `name`.
+    pub(crate) async fn user_id(&self, name: &str) -> i64 {
+        cairn_server::db::user_by_name(&self.state.db, name)
+            .await
+            .expect("query")
+            .unwrap_or_else(|| panic!("no user {name}"))
+            .id
+    }
+
     /// Uploads `data` as `path` and returns the answer's JSON (the file's row).
     pub(crate) async fn upload_json(&self, token: &str, path: &str, data: Vec<u8>) -> Value {
         self.upload(token, path, data)
