@@ -217,7 +217,8 @@ async fn receive_file(
         .await?
         .ok_or(ApiError::NotFound("folder"))?
         .id;
-    let (pending_at_start, quota) = db::pending_uploads(&state.db, owner_id).await?;
+    // Other uploads' pending bytes, as last read.
+    let (mut others_pending, quota) = db::pending_uploads(&state.db, owner_id).await?;
     // What this upload's batches were charged so far.
     let charged = Arc::new(AtomicI64::new(0));
     let (charge_tx, mut charge_rx) = mpsc::unbounded_channel::<Vec<(String, i64)>>();
@@ -294,15 +295,16 @@ async fn receive_file(
                         "this change would exceed your storage quota; delete files or ask for more space"
                             .to_owned(),
                     ));
-                } else if pending_at_start.saturating_add(received) > quota {
-                    // Commits and the collector may have released some since the start; this
-                    // upload's own charges are in the figure already.
+                } else if others_pending.saturating_add(received) > quota {
+                    // Commits and the collector may have released some since the last read;
+                    // this upload's own charges are in the figure already. Read again only
+                    // when the last figure no longer leaves room, not for every chunk.
                     let (pending, _) = db::pending_uploads(&state.db, owner_id).await?;
-                    let others = pending - charged.load(Ordering::Relaxed);
-                    if others.saturating_add(received) > quota {
+                    others_pending = pending - charged.load(Ordering::Relaxed);
+                    if others_pending.saturating_add(received) > quota {
                         refused = Some(ApiError::TooLarge(
                             "quota_exceeded",
-                            pending_refusal(others, received, quota),
+                            pending_refusal(others_pending, received, quota),
                         ));
                     }
                 }
