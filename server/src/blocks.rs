@@ -132,6 +132,10 @@ impl BlockStore for Blocks {
         self.inner().get(id)
     }
 
+    fn peek(&self, id: &BlockId, len: usize) -> Result<Vec<u8>> {
+        self.inner().peek(id, len)
+    }
+
     fn delete(&self, id: &BlockId) -> Result<bool> {
         self.inner().delete(id)
     }

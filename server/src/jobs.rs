@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use cairn_store::fsck::reachable;
+use cairn_store::gc::{Garbage, garbage_nodes};
 use cairn_store::{BlockStore, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -232,12 +233,14 @@ pub async fn run(state: &AppState, job: Job) -> Result<String, String> {
                 return "skipped: another garbage collection is running".to_owned();
             }
             format!(
-                "{} live blocks, {} deleted, {} unreferenced kept as young, {} bytes of disk given back; \
+                "{} live blocks, {} deleted, {} unreferenced kept as young and {} more under young \
+                 nodes, {} bytes of disk given back; \
                  bucket trash: {} deleted for good, {} referenced put back; \
                  {} uploads never committed expired ({} bytes of pending quota released)",
                 r.live,
                 r.deleted,
                 r.young,
+                r.sheltered,
                 r.bytes_reclaimed,
                 r.purged,
                 r.restored,
@@ -268,6 +271,9 @@ pub struct GcReport {
     pub deleted: u64,
     /// Unreferenced blocks kept because they are younger than the grace period.
     pub young: u64,
+    /// Unreferenced blocks kept because a young unreferenced node references them (directly or
+    /// further down): a stored node keeps its whole subtree (see [`cairn_store::gc`]).
+    pub sheltered: u64,
     /// Disk space given back by compacting the local store's packs after the deletions.
     pub bytes_reclaimed: u64,
     /// A bucket's trashed blocks deleted for good (trashed two grace periods or more ago).
@@ -361,22 +367,25 @@ async fn collect_garbage_leased(state: &AppState, grace: Duration) -> Result<GcR
             pending_released: u64::try_from(pending_released).unwrap_or(0),
             ..GcReport::default()
         };
-        for id in store.list().map_err(|e| e.to_string())? {
-            if live.contains(&id) {
-                continue;
-            }
-            // Locally checked and deleted in one step: an upload that deduplicates against the
-            // block, or a "lacking" answer that it is stored, refreshes it meanwhile and keeps
-            // it. A bucket's block goes to the trash, which still serves it (see `crate::s3`).
-            match store
-                .delete_if_older(&id, cutoff)
-                .map_err(|e| e.to_string())?
-            {
-                Some(true) => report.deleted += 1,
-                Some(false) => report.young += 1,
-                None => {}
-            }
-        }
+        let candidates: Vec<_> = store
+            .list()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|id| !live.contains(id))
+            .collect();
+        let nodes = garbage_nodes(store.as_ref(), &candidates)
+            .map_err(|e| format!("not collecting: {e}"))?;
+        // Nodes before what they reference, and a kept node keeps its subtree: a stored node's
+        // subtree stays whole after every deletion, wherever this run stops. Locally the age
+        // check and the delete are one step: an upload that deduplicates against a block, or a
+        // "stored" answer to a client, refreshes it meanwhile and keeps it. A bucket's block goes
+        // to the trash, which still serves it (see `crate::s3`).
+        let swept = Garbage::plan(candidates, nodes)
+            .sweep(|id| store.delete_if_older(id, cutoff))
+            .map_err(|e| e.to_string())?;
+        report.deleted = swept.deleted;
+        report.young = swept.young;
+        report.sheltered = swept.sheltered;
         if report.deleted > 0 {
             report.bytes_reclaimed = store.compact().map_err(|e| e.to_string())?;
         }

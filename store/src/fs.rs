@@ -1042,6 +1042,31 @@ impl Shared {
         Ok(data)
     }
 
+    fn peek(&self, id: &BlockId, len: usize) -> Result<Vec<u8>> {
+        // A raw block's first bytes are read alone; a compressed one (or one a compaction moved
+        // meanwhile, or one in the legacy layout) is read whole.
+        let loc = self.lock_state().index.get(id).copied();
+        if let Some(loc) = loc.filter(|loc| loc.len > 0) {
+            let offset = u64::from(loc.offset);
+            let raw = self.reader(loc.pack).and_then(|file| {
+                let mut header = [0u8; 1];
+                file.read_exact_at(&mut header, offset)?;
+                if header[0] != HEADER_RAW {
+                    return Ok(None);
+                }
+                let take = len.min(loc.len as usize - 1);
+                crate::read::read_exact_at(&file, take, offset + 1).map(Some)
+            });
+            if let Ok(Some(bytes)) = raw {
+                return Ok(bytes);
+            }
+        }
+        let (header, payload) = self.read_stored(id)?;
+        let mut data = decode_block(id, header, payload)?;
+        data.truncate(len);
+        Ok(data)
+    }
+
     fn delete(&self, id: &BlockId) -> Result<bool> {
         let removed = {
             let mut state = self.lock_state();
@@ -1244,6 +1269,10 @@ impl BlockStore for FsBlockStore {
 
     fn get(&self, id: &BlockId) -> Result<Vec<u8>> {
         self.shared.get(id)
+    }
+
+    fn peek(&self, id: &BlockId, len: usize) -> Result<Vec<u8>> {
+        self.shared.peek(id, len)
     }
 
     fn delete(&self, id: &BlockId) -> Result<bool> {

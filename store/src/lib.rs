@@ -18,6 +18,7 @@ pub mod edit;
 mod error;
 pub mod fs;
 pub mod fsck;
+pub mod gc;
 mod id;
 pub mod ingest;
 pub mod limits;

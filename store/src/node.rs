@@ -445,6 +445,32 @@ impl Node {
         }
     }
 
+    /// Whether bytes starting with `prefix` (at least two bytes of them) could be a node: the
+    /// format version and a known tag. Data blocks almost never pass (about 4 in 65,536), so the
+    /// garbage collector reads and decodes only the blocks that do.
+    pub fn may_start(prefix: &[u8]) -> bool {
+        matches!(prefix, [NODE_FORMAT_VERSION, TAG_FILE..=TAG_DIR_INDEX, ..])
+    }
+
+    /// Everything the node names: a file's blocks, a directory's children (nodes, as block
+    /// ids), an index's subtrees; nothing for a symlink.
+    pub fn references(&self) -> Vec<BlockId> {
+        match self {
+            Node::File(file) => file.blocks.iter().map(|block| block.id).collect(),
+            Node::Symlink(_) => Vec::new(),
+            Node::DirLeaf(leaf) => leaf
+                .entries
+                .iter()
+                .map(|entry| BlockId::from(entry.child))
+                .collect(),
+            Node::DirIndex(index) => index
+                .children
+                .iter()
+                .map(|child| BlockId::from(child.child))
+                .collect(),
+        }
+    }
+
     /// The canonical encoding as a new vector.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();

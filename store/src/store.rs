@@ -81,6 +81,18 @@ pub trait BlockStore: Send + Sync {
     /// [`Error::BlockMissing`], [`Error::BlockCorrupt`], IO errors.
     fn get(&self, id: &BlockId) -> Result<Vec<u8>>;
 
+    /// Up to `len` of the block's first bytes, not checked against its id: a cheap look at what
+    /// a block holds (the garbage collector's question "could this be a node?"). Stores that can
+    /// read part of a block do; the default reads it whole.
+    ///
+    /// # Errors
+    /// [`Error::BlockMissing`], IO errors.
+    fn peek(&self, id: &BlockId, len: usize) -> Result<Vec<u8>> {
+        let mut data = self.get(id)?;
+        data.truncate(len);
+        Ok(data)
+    }
+
     /// Removes a block; returns whether it was there. Deleting is the garbage collector's job:
     /// the store does not know which blocks trees still reference.
     ///

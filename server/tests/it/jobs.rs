@@ -19,7 +19,8 @@ crate::both_databases!(
     prune_then_collect,
     uploads_never_committed_expire,
     one_collection_at_a_time,
-    objects_collected_since_their_commit_are_checked_again
+    objects_collected_since_their_commit_are_checked_again,
+    a_young_node_keeps_its_old_subtree
 );
 
 async fn prune_then_collect(engine: Engine) {
@@ -297,4 +298,87 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
         .await
         .expect("a tree over stored blocks is accepted");
     assert!(objects.contains(&again.id().to_string()), "{objects:?}");
+}
+
+/// An unreferenced node too young to collect keeps everything under it, however old: a client
+/// told the server has that node asks nothing about its subtree, and the commit that follows
+/// stops at it. Here a client's new directory names a file node whose only version was pruned
+/// long ago; the collection between its upload and its commit keeps the file node and blocks.
+async fn a_young_node_keeps_its_old_subtree(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (token, _) = server.user("yul").await;
+    let state = &server.state;
+    let content = bytes(700_000, 7);
+    let file: Value = server
+        .upload_json(&token, "old/doc.bin", content.clone())
+        .await;
+    let owner = server.user_id("yul").await;
+    let folder = db::folder(&state.db, owner, "default")
+        .await
+        .expect("query")
+        .expect("folder");
+    let root: NodeId = folder.head_root.parse().expect("root id");
+    let name = |text: &str| Name::new(text.as_bytes().to_vec()).expect("name");
+    let doc = lookup(state.store.as_ref(), &root, &[name("old"), name("doc.bin")])
+        .expect("lookup")
+        .expect("doc.bin");
+    let Node::File(node) = state.store.get_node(&doc.child).expect("file node") else {
+        panic!("doc.bin is not a file node")
+    };
+    let blocks: Vec<BlockId> = node.blocks().iter().map(|b| b.id).collect();
+    assert!(blocks.len() >= 2, "{blocks:?}");
+    let status = server.delete_file(&token, &file["id"]).await.status();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    prune_versions(state, Duration::ZERO).await.expect("prune");
+
+    // Everything of doc.bin is now older than the grace; then a client uploads a directory
+    // naming its file node (it was told the server has it).
+    let grace = Duration::from_secs(2);
+    tokio::time::sleep(grace + Duration::from_millis(1100)).await;
+    let dir = chunk_dir(vec![DirEntry {
+        name: name("back.bin"),
+        ..doc.clone()
+    }])
+    .expect("dir");
+    for (_, node) in &dir.nodes {
+        state.store.put_node(node).expect("put node");
+    }
+    state.store.sync().expect("sync");
+    let uploaded: Vec<(String, i64)> = dir
+        .nodes
+        .iter()
+        .map(|(id, _)| (id.to_string(), 100))
+        .collect();
+    db::add_uploaded(
+        &state.db,
+        owner,
+        folder.id,
+        &uploaded,
+        cairn_server::api::now_ms(),
+    )
+    .await
+    .expect("uploaded");
+
+    let report = collect_garbage(state, grace).await.expect("gc");
+    assert!(report.deleted >= 1, "the old root goes: {report:?}");
+    assert!(
+        report.sheltered > blocks.len() as u64,
+        "the file node and its blocks are kept under the young directory: {report:?}"
+    );
+    assert!(state.store.has(&BlockId::from(doc.child)).expect("has"));
+    for block in &blocks {
+        assert!(
+            state.store.has(block).expect("has"),
+            "block {block} was collected"
+        );
+    }
+    let objects = new_objects(state, folder.id, dir.root, true)
+        .await
+        .expect("the directory's subtree is whole, so its commit is accepted");
+    assert!(objects.contains(&dir.root.to_string()), "{objects:?}");
+    let mut restored = Vec::new();
+    for block in &blocks {
+        restored.extend(state.store.get(block).expect("block"));
+    }
+    assert_eq!(restored, content, "the file reads back whole");
 }

@@ -85,6 +85,39 @@ fn compressible_blocks_are_compressed_and_random_ones_are_not() {
     assert_eq!(store.get(&small_random_put.id).expect("get"), small_random);
 }
 
+/// `peek` reads a block's first bytes whether it is stored raw or compressed, staged or
+/// synced; a block shorter than asked is given whole, a missing one is an error.
+#[test]
+fn peek_reads_the_first_bytes_of_raw_and_compressed_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let raw = random_block(200_000, 7);
+    let mut text = Vec::new();
+    while text.len() < 200_000 {
+        text.extend_from_slice(b"\x01\x03 a compressible node-like line of text\n");
+    }
+    let tiny = vec![0x01];
+    let ids: Vec<BlockId> = [&raw, &text, &tiny]
+        .iter()
+        .map(|data| store.put(data).expect("put").id)
+        .collect();
+    for synced in [false, true] {
+        if synced {
+            store.sync().expect("sync");
+        }
+        assert_eq!(store.peek(&ids[0], 2).expect("raw"), raw[..2]);
+        assert_eq!(store.peek(&ids[1], 5).expect("compressed"), text[..5]);
+        assert_eq!(store.peek(&ids[2], 2).expect("tiny"), tiny);
+        assert_eq!(store.peek(&ids[0], 0).expect("nothing"), b"");
+    }
+    let (_, _, stored) = store.location(&ids[1]).expect("located");
+    assert!(stored < 100_000, "the text block is compressed: {stored}");
+    match store.peek(&BlockId::of(b"never stored"), 2) {
+        Err(Error::BlockMissing(_)) => {}
+        other => panic!("expected BlockMissing, got {other:?}"),
+    }
+}
+
 #[test]
 fn corrupt_block_is_an_error_never_data() {
     let dir = tempfile::tempdir().expect("tempdir");
