@@ -136,20 +136,49 @@ pub async fn usage(db: &Db, user_id: i64) -> DbResult<(i64, i64)> {
     Ok((row.try_get("used_bytes")?, row.try_get("quota_bytes")?))
 }
 
-/// The size of the live file at `path` in the folder, if there is one.
+/// What an upload to one of a user's folders may take, read in one query: the folder, the
+/// owner's usage, quota and bytes uploaded but not committed, and the size of the live file the
+/// upload replaces (0 when there is none, or no path yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadBudget {
+    pub folder_id: i64,
+    pub used: i64,
+    pub quota: i64,
+    pub pending: i64,
+    pub replaced: i64,
+}
+
+/// Reads an [`UploadBudget`]; `None` when the user has no such folder.
 ///
 /// # Errors
 /// SQL errors.
-pub async fn live_file_size(db: &Db, folder_id: i64, path: &str) -> DbResult<Option<i64>> {
-    let row =
-        sqlx::query("SELECT size FROM files WHERE folder_id = $1 AND path = $2 AND deleted = 0")
-            .bind(folder_id)
-            .bind(path)
-            .fetch_optional(&db.pool)
-            .await?;
-    row.map(|r| r.try_get("size"))
-        .transpose()
-        .map_err(Into::into)
+pub async fn upload_budget(
+    db: &Db,
+    user_id: i64,
+    folder: &str,
+    path: Option<&str>,
+) -> DbResult<Option<UploadBudget>> {
+    let row = sqlx::query(
+        "SELECT f.id AS folder_id, u.used_bytes, u.quota_bytes, u.pending_bytes, \
+         COALESCE((SELECT size FROM files \
+                   WHERE folder_id = f.id AND path = $3 AND deleted = 0), 0) AS replaced \
+         FROM users u JOIN folders f ON f.owner_id = u.id AND f.name = $2 WHERE u.id = $1",
+    )
+    .bind(user_id)
+    .bind(folder)
+    .bind(path)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|row| {
+        Ok(UploadBudget {
+            folder_id: row.try_get("folder_id")?,
+            used: row.try_get("used_bytes")?,
+            quota: row.try_get("quota_bytes")?,
+            pending: row.try_get("pending_bytes")?,
+            replaced: row.try_get("replaced")?,
+        })
+    })
+    .transpose()
 }
 
 /// A user row.

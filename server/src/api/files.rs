@@ -124,8 +124,16 @@ pub async fn upload(
                 ));
             }
             Some("file") => {
-                let room = quota_room(&state, user.id, path.as_ref()).await?;
-                ingested = Some(receive_file(&state, user.id, field, room).await?);
+                let budget = db::upload_budget(
+                    &state.db,
+                    user.id,
+                    DEFAULT_FOLDER,
+                    path.as_ref().map(RelPath::as_str),
+                )
+                .await?
+                .ok_or(ApiError::NotFound("folder"))?;
+                ingested =
+                    Some(receive_file(&state, user.id, field, budget, path.is_some()).await?);
             }
             other => {
                 let name = other
@@ -173,25 +181,19 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(file_info(&committed.file))))
 }
 
-/// How many bytes an upload to `path` may have before its commit is certain to exceed the
-/// quota: the free space plus what the file it replaces holds. Without the path (sent after
-/// the file), the whole quota: the commit still decides.
-async fn quota_room(
-    state: &AppState,
-    user_id: i64,
-    path: Option<&RelPath>,
-) -> Result<u64, ApiError> {
-    let (used, quota) = db::usage(&state.db, user_id).await?;
-    let Some(path) = path else {
-        return Ok(u64::try_from(quota).unwrap_or(0));
+/// How many bytes an upload may have before its commit is certain to exceed the quota: the
+/// free space plus what the file it replaces holds. Without the path (sent after the file), the
+/// whole quota: the commit still decides.
+fn quota_room(budget: &db::UploadBudget, has_path: bool) -> u64 {
+    let room = if has_path {
+        budget
+            .quota
+            .saturating_sub(budget.used)
+            .saturating_add(budget.replaced)
+    } else {
+        budget.quota
     };
-    let folder = db::folder(&state.db, user_id, DEFAULT_FOLDER)
-        .await?
-        .ok_or(ApiError::NotFound("folder"))?;
-    let replaced = db::live_file_size(&state.db, folder.id, path.as_str())
-        .await?
-        .unwrap_or(0);
-    Ok(u64::try_from(quota.saturating_sub(used).saturating_add(replaced)).unwrap_or(0))
+    u64::try_from(room).unwrap_or(0)
 }
 
 /// Streams one multipart field into the chunker on a blocking thread, through a bounded
@@ -211,14 +213,13 @@ async fn receive_file(
     state: &AppState,
     owner_id: i64,
     mut field: Field<'_>,
-    room: u64,
+    budget: db::UploadBudget,
+    has_path: bool,
 ) -> Result<(Ingested, Uncharged), ApiError> {
-    let folder_id = db::folder(&state.db, owner_id, DEFAULT_FOLDER)
-        .await?
-        .ok_or(ApiError::NotFound("folder"))?
-        .id;
+    let room = quota_room(&budget, has_path);
+    let (folder_id, quota) = (budget.folder_id, budget.quota);
     // Other uploads' pending bytes, as last read.
-    let (mut others_pending, quota) = db::pending_uploads(&state.db, owner_id).await?;
+    let mut others_pending = budget.pending;
     // What this upload's batches were charged so far.
     let charged = Arc::new(AtomicI64::new(0));
     let (charge_tx, mut charge_rx) = mpsc::unbounded_channel::<Vec<(String, i64)>>();
