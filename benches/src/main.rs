@@ -46,6 +46,8 @@ enum Command {
     HttpFill(http::FillArgs),
     /// Time from an upload through one instance to its event on another instance's client.
     EventLatency(events::LatencyArgs),
+    /// What the garbage collector's parents-first sweep costs against deleting in list order.
+    GcCost(measure::GcCostArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::HttpLoad(args) => http::load(&args),
         Command::HttpFill(args) => http::fill(&args),
         Command::EventLatency(args) => events::latency(&args),
+        Command::GcCost(args) => measure::gc_cost(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

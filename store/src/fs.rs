@@ -1043,8 +1043,9 @@ impl Shared {
     }
 
     fn peek(&self, id: &BlockId, len: usize) -> Result<Vec<u8>> {
-        // A raw block's first bytes are read alone; a compressed one (or one a compaction moved
-        // meanwhile, or one in the legacy layout) is read whole.
+        // A raw block's first bytes are read alone; a compressed one is read whole but
+        // decompressed only as far as `len` (one zstd block at most); one a compaction moved
+        // meanwhile, or one in the legacy layout, is read and decoded whole.
         let loc = self.lock_state().index.get(id).copied();
         if let Some(loc) = loc.filter(|loc| loc.len > 0) {
             let offset = u64::from(loc.offset);
@@ -1062,6 +1063,21 @@ impl Shared {
             }
         }
         let (header, payload) = self.read_stored(id)?;
+        if header == HEADER_ZSTD {
+            let mut data = Vec::with_capacity(len);
+            let decoder = zstd::stream::read::Decoder::with_buffer(payload.as_slice());
+            let read = decoder.and_then(|d| {
+                use std::io::Read as _;
+                d.take(len as u64).read_to_end(&mut data)
+            });
+            return match read {
+                Ok(_) => Ok(data),
+                Err(_) => Err(Error::BlockCorrupt {
+                    id: *id,
+                    actual: BlockId::of(&payload),
+                }),
+            };
+        }
         let mut data = decode_block(id, header, payload)?;
         data.truncate(len);
         Ok(data)

@@ -54,6 +54,27 @@ fn gen_then_ingest_reports_the_contract_fields() {
         "{report}"
     );
     assert_eq!(report["problems"].as_u64(), Some(0));
+
+    // The collector's ordered sweep deletes every object of the same data (it fails otherwise).
+    let out = bench()
+        .arg("gc-cost")
+        .arg(&data)
+        .arg("--json")
+        .arg("--store-parent")
+        .arg(dir.path())
+        .output()
+        .expect("run gc-cost");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let unique = report["unique_blocks"].as_u64().expect("unique blocks");
+    let objects = gc["objects"].as_u64().expect("objects");
+    let nodes = gc["nodes"].as_u64().expect("nodes");
+    assert_eq!(objects, unique + nodes, "{gc}");
+    assert!(nodes > report["files"].as_u64().expect("files"), "{gc}");
 }
 
 #[test]
