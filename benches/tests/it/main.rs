@@ -26,12 +26,7 @@ fn gen_then_ingest_reports_the_contract_fields() {
         .arg(dir.path())
         .output()
         .expect("run ingest");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let report = json_report(&out);
     for field in [
         "files",
         "bytes",
@@ -64,12 +59,7 @@ fn gen_then_ingest_reports_the_contract_fields() {
         .arg(dir.path())
         .output()
         .expect("run gc-cost");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let gc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let gc = json_report(&out);
     let unique = report["unique_blocks"].as_u64().expect("unique blocks");
     let objects = gc["objects"].as_u64().expect("objects");
     let nodes = gc["nodes"].as_u64().expect("nodes");
@@ -95,6 +85,16 @@ fn bad_input_is_one_line_and_a_failure() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+/// The one JSON object a successful `--json` run printed.
+fn json_report(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
 fn walk_size(dir: &std::path::Path) -> u64 {

@@ -15,6 +15,20 @@ use serde_json::Value;
 
 use crate::support::{Engine, TestServer, assert_error, bytes};
 
+/// The user's id and their default folder as the database has it now.
+async fn default_folder(server: &TestServer, username: &str) -> (i64, db::FolderRow) {
+    let owner = server.user_id(username).await;
+    let folder = db::folder(&server.state.db, owner, "default")
+        .await
+        .expect("query")
+        .expect("default folder");
+    (owner, folder)
+}
+
+fn name(text: &str) -> Name {
+    Name::new(text.as_bytes().to_vec()).expect("name")
+}
+
 crate::both_databases!(
     prune_then_collect,
     uploads_never_committed_expire,
@@ -97,12 +111,8 @@ async fn uploads_never_committed_expire(engine: Engine) {
     let server = TestServer::start(engine).await;
     server.user("uma").await;
     let db = &server.state.db;
-    let owner = server.user_id("uma").await;
-    let folder = db::folder(db, owner, "default")
-        .await
-        .expect("query")
-        .expect("default folder")
-        .id;
+    let (owner, folder) = default_folder(&server, "uma").await;
+    let folder = folder.id;
     let id = |seed: &[u8]| BlockId::of(seed).to_string();
     let now = cairn_server::api::now_ms();
     let two_hours_ago = now - 2 * 3600 * 1000;
@@ -208,13 +218,8 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
     let file: Value = server
         .upload_json(&token, "sub/doc.bin", content.clone())
         .await;
-    let owner = server.user_id("vic").await;
-    let folder = db::folder(&state.db, owner, "default")
-        .await
-        .expect("query")
-        .expect("folder");
+    let (owner, folder) = default_folder(&server, "vic").await;
     let root: NodeId = folder.head_root.parse().expect("root id");
-    let name = |text: &str| Name::new(text.as_bytes().to_vec()).expect("name");
     let sub = lookup(state.store.as_ref(), &root, &[name("sub")])
         .expect("lookup")
         .expect("sub");
@@ -312,13 +317,8 @@ async fn a_young_node_keeps_its_old_subtree(engine: Engine) {
     let file: Value = server
         .upload_json(&token, "old/doc.bin", content.clone())
         .await;
-    let owner = server.user_id("yul").await;
-    let folder = db::folder(&state.db, owner, "default")
-        .await
-        .expect("query")
-        .expect("folder");
+    let (owner, folder) = default_folder(&server, "yul").await;
     let root: NodeId = folder.head_root.parse().expect("root id");
-    let name = |text: &str| Name::new(text.as_bytes().to_vec()).expect("name");
     let doc = lookup(state.store.as_ref(), &root, &[name("old"), name("doc.bin")])
         .expect("lookup")
         .expect("doc.bin");
