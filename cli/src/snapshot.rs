@@ -59,6 +59,7 @@ fn spawn_printer(
                     problems += 1;
                     warn(&format!("'{path}' was skipped: {message}"));
                 }
+                Event::Warning { message } => warn(&message),
                 _ => {}
             }
         }

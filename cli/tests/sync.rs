@@ -1116,3 +1116,66 @@ async fn editor_saves_through_a_running_daemon_are_one_change_each() {
         .expect("wait");
     assert!(status.success(), "daemon exit: {status}");
 }
+
+/// A folder moved (renamed) while its device was off keeps its sync state: a deletion made
+/// elsewhere meanwhile is carried out, not undone, and nothing is sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_folder_goes_on_syncing_where_it_was() {
+    let (server, _data, _stop) = start_server().await;
+    let a = Device::new();
+    let b = Device::new();
+    sign_up_both(&a, &b, &server, "mona").await;
+    std::fs::create_dir_all(a.folder().join("docs")).expect("mkdir");
+    for (path, text) in [
+        ("keep.txt", "kept"),
+        ("gone.txt", "deleted on b"),
+        ("docs/x.txt", "x"),
+    ] {
+        std::fs::write(a.folder().join(path), text).expect("write");
+    }
+    a.sync_once(&server).await;
+    b.sync_once(&server).await;
+
+    let moved = a.home.path().join("Moved Cairn");
+    std::fs::rename(a.folder(), &moved).expect("mv");
+    std::fs::remove_file(b.folder().join("gone.txt")).expect("rm");
+    assert_eq!(b.sync_once(&server).await["deleted_remote"], 1);
+
+    let moved_arg = moved.to_str().expect("utf-8");
+    let out = a
+        .run(&["--json", "sync", "start", "--folder", moved_arg, "--once"])
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("its sync state moved with it"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: Value =
+        serde_json::from_str(stdout.lines().last().expect("summary")).expect("JSON");
+    assert_eq!(
+        (
+            &summary["deleted_local"],
+            &summary["uploaded"],
+            &summary["in_sync"]
+        ),
+        (&Value::from(1), &Value::from(0), &Value::from(true)),
+        "{stdout}"
+    );
+    assert!(
+        !moved.join("gone.txt").exists(),
+        "the deletion was carried out"
+    );
+    assert_eq!(
+        std::fs::read_to_string(moved.join("keep.txt")).expect("kept"),
+        "kept"
+    );
+    b.sync_once(&server).await;
+    assert!(!b.folder().join("gone.txt").exists(), "not brought back");
+    assert_eq!(tree(&moved), tree(&b.folder()));
+
+    // The next run of the moved folder finds its state where it is now, quietly.
+    let out = a
+        .run(&["-q", "sync", "start", "--folder", moved_arg, "--once"])
+        .await;
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty(), "{out:?}");
+}

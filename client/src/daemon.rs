@@ -148,6 +148,7 @@ impl From<Event> for FeedEvent {
             Event::Conflict { path, copy, reason } => FeedEvent::Conflict { path, copy, reason },
             Event::Collision { paths } => FeedEvent::Collision { paths },
             Event::Problem { path, message } => FeedEvent::Problem { path, message },
+            Event::Warning { message } => FeedEvent::Warning { message },
         }
     }
 }
@@ -313,9 +314,11 @@ impl Daemon {
                 options.folder.display()
             ))
         })?;
+        // A folder that moved takes its state along (see `binding`).
+        let moved_from = crate::binding::adopt_moved(&crate::config::config_dir()?, &folder)?;
         let state_dir = state_dir_for(&folder)?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let engine = Engine::open(
+        let mut engine = Engine::open(
             EngineOptions {
                 root: folder.clone(),
                 state_dir: state_dir.clone(),
@@ -351,9 +354,17 @@ impl Daemon {
                 }
             })
         };
-        if options.remote != "default" {
-            session.ensure_folder(&options.remote).await?;
+        if let Some(old) = moved_from {
+            let _ = own.send(FeedEvent::Warning {
+                message: format!(
+                    "'{}' was synced at '{}' before; its sync state moved with it",
+                    folder.display(),
+                    old.display()
+                ),
+            });
         }
+        let server_folder = session.ensure_folder(&options.remote).await?;
+        engine.bind(&server_folder.uid)?;
         let remote = connect(&session, &pin, &config.device, &options.remote).await?;
         Ok(Daemon {
             engine,

@@ -53,6 +53,7 @@ use tokio::sync::watch;
 
 use rayon::prelude::*;
 
+use crate::binding::RootStamp;
 use crate::db::{NodeDb, StateDb};
 use crate::fetch::{self, Prefetch};
 use crate::ignores::Ignores;
@@ -138,6 +139,11 @@ pub enum Event {
         /// The path.
         path: String,
         /// What went wrong.
+        message: String,
+    },
+    /// Something the user should know that is not about one path.
+    Warning {
+        /// One line.
         message: String,
     },
 }
@@ -387,6 +393,75 @@ impl Engine {
         })
     }
 
+    /// Binds the state to what it syncs (see [`crate::binding`]): the folder's directory, and
+    /// the server folder with identity `folder_uid` (`GET /folders`; empty from a server that
+    /// has none). A state made in another directory, or against another server folder, keeps
+    /// nothing of its base ([`Engine::forget_base`]); a new state, or one saved before
+    /// bindings, is bound from now on. Returns whether the base was forgotten.
+    ///
+    /// A sync daemon binds its engine before the first pass; a backup or a restore does not
+    /// (neither takes the base for the server's past).
+    ///
+    /// # Errors
+    /// The state cannot be saved.
+    pub fn bind(&mut self, folder_uid: &str) -> Result<bool, SyncError> {
+        let mut forgot = false;
+        let mut save = false;
+        if let Ok(stamp) = RootStamp::of(&self.options.root)
+            && self.state.root.as_ref() != Some(&stamp)
+        {
+            match &self.state.root {
+                Some(was) if !was.same_directory(&stamp) => {
+                    self.forget_base(format!(
+                        "'{}' is not the directory this folder was last synced in (it was deleted and made again, or a drive is not mounted there); comparing it with the server from scratch: nothing is deleted on either side, and files that differ keep both versions",
+                        self.options.root.display()
+                    ));
+                    forgot = true;
+                }
+                // New, or the same directory at another path (it moved): recorded now, so a
+                // later move finds it (`binding::adopt_moved`).
+                _ => save = true,
+            }
+            self.state.root = Some(stamp);
+        }
+        if !folder_uid.is_empty() {
+            match &self.state.folder_uid {
+                Some(bound) if bound == folder_uid => {}
+                Some(_) => {
+                    if !forgot {
+                        self.forget_base(
+                            "this folder was last synced with another server folder (another server or user, or a folder deleted and made again); comparing it with this one from scratch: nothing is deleted on either side, and files that differ keep both versions".to_owned(),
+                        );
+                    }
+                    forgot = true;
+                }
+                None => save = true,
+            }
+            self.state.folder_uid = Some(folder_uid.to_owned());
+        }
+        // A forgotten base is saved by the next pass, with the binding, in one transaction:
+        // saved alone, the binding would vouch for the old base after a crash.
+        if save && !forgot {
+            self.state.save(&self.db).map_err(SyncError::Local)?;
+        }
+        Ok(forgot)
+    }
+
+    /// Drops the merge base and the last-seen remote tree, and says why: the next pass compares
+    /// the local folder and the server as on a first sync. A base that belongs to another pair
+    /// of trees would turn every path one side lacks into a deletion on the other; without one,
+    /// nothing is deleted on either side, and a path whose two sides differ keeps both (the
+    /// server's version wins the path, the local one is kept as a conflict copy). The scan and
+    /// node caches stay: they describe content, which is still true.
+    pub fn forget_base(&mut self, why: String) {
+        self.state.base = Arc::default();
+        self.state.remote = Arc::clone(&self.state.base);
+        self.state.remote_seq = 0;
+        self.state.remote_root = None;
+        tracing::warn!("{why}");
+        self.emit(Event::Warning { message: why });
+    }
+
     /// Saves the state (after the nodes it references), off the async threads.
     async fn save_state(&mut self) -> Result<(), SyncError> {
         let state = std::mem::take(&mut self.state);
@@ -475,6 +550,15 @@ impl Engine {
         let mut summary = PassSummary::default();
         for _ in 0..STALE_RETRIES_MAX {
             let (seq, root) = remote.head().await?;
+            if self.state.remote_root.is_some_and(|seen| {
+                seq < self.state.remote_seq || (seq == self.state.remote_seq && root != seen)
+            }) {
+                // Commits this device saw are gone: the base holds files the server lost.
+                self.forget_base(format!(
+                    "the server's folder is at revision {seq}, not where this device left it at revision {} (was the server restored from an older backup?); comparing the folder with it from scratch: nothing is deleted on either side, and files the server lost are sent again",
+                    self.state.remote_seq
+                ));
+            }
             if Some(root) == self.state.remote_root
                 && local == *self.state.base
                 && (Arc::ptr_eq(&self.state.base, &self.state.remote)

@@ -17,6 +17,8 @@
 //! - [`watch`]: debounced filesystem watching for the daemon.
 //! - [`throttle`]: bandwidth limits for block transfers.
 //! - [`state`]: the per-folder sync state (merge base, remote tree, scan cache).
+//! - [`binding`]: what a state belongs to (server folder, directory), and a moved folder's
+//!   state following it.
 //! - [`db`]: where it is kept: `state.db` (SQLite), with the tree node cache.
 //! - [`fetch`]: the pipelined block downloads of one pass.
 //!
@@ -24,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod binding;
 pub mod config;
 pub mod conflicts;
 pub mod control;

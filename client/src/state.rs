@@ -16,6 +16,7 @@ use cairn_protocol::path::RelPath;
 use cairn_store::NodeId;
 use serde::{Deserialize, Serialize};
 
+use crate::binding::{FOLDER_UID_KEY, ROOT_KEY, RootStamp};
 use crate::db::{Changes, StateDb};
 use crate::plan::{Entry, Kind, Tree};
 
@@ -113,6 +114,11 @@ pub struct State {
     pub remote: Arc<Tree>,
     /// The scan cache.
     pub scan: HashMap<String, ScanRecord>,
+    /// The uid of the server folder the base was synced with (`None`: not known yet, as in a
+    /// new state or one saved before uids; see [`crate::binding`]).
+    pub folder_uid: Option<String>,
+    /// The directory the base was synced in (`None`: not recorded yet).
+    pub root: Option<RootStamp>,
     /// The base and remote trees as last loaded or saved: a save compares with them in
     /// memory instead of reading the stored rows back.
     saved: Option<[Arc<Tree>; 2]>,
@@ -281,6 +287,14 @@ impl State {
             Some(bytes) => decode(&bytes, "meta").map_err(damaged)?,
             None => None,
         };
+        let folder_uid = match db.meta(FOLDER_UID_KEY)? {
+            Some(bytes) => decode(&bytes, "meta").map_err(damaged)?,
+            None => None,
+        };
+        let root = match db.meta(ROOT_KEY)? {
+            Some(bytes) => decode(&bytes, "meta").map_err(damaged)?,
+            None => None,
+        };
         Ok(State {
             saved: Some([Arc::clone(&base), Arc::clone(&remote)]),
             remote_rows: !remote_is_base,
@@ -289,6 +303,8 @@ impl State {
             remote_root,
             remote,
             scan,
+            folder_uid,
+            root,
         })
     }
 
@@ -325,6 +341,8 @@ impl State {
                 ("remote_seq", encode(&self.remote_seq)?),
                 ("remote_root", encode(&self.remote_root)?),
                 ("remote_is_base", encode(&shared)?),
+                (FOLDER_UID_KEY, encode(&self.folder_uid)?),
+                (ROOT_KEY, encode(&self.root)?),
             ],
         )?;
         self.saved = Some([Arc::clone(&self.base), Arc::clone(&self.remote)]);
@@ -370,6 +388,8 @@ pub fn import_legacy(
         scan: snapshot.scan.into_iter().collect(),
         saved: None,
         remote_rows: false,
+        folder_uid: None,
+        root: None,
     };
     let old_nodes = dir.join("nodes");
     if old_nodes.is_dir() {
@@ -450,6 +470,8 @@ mod tests {
             && a.scan == b.scan
             && a.remote_seq == b.remote_seq
             && a.remote_root == b.remote_root
+            && a.folder_uid == b.folder_uid
+            && a.root == b.root
     }
 
     #[test]
@@ -464,6 +486,12 @@ mod tests {
         }
         state.remote_seq = 7;
         state.remote_root = Some(NodeId::of(b"root"));
+        state.folder_uid = Some("0123456789abcdef0123456789abcdef".into());
+        state.root = Some(RootStamp {
+            path: b"/home/ann/Cairn".to_vec(),
+            inode: 4242,
+            born_ns: Some(1_700_000_000_123_456_789),
+        });
         state.save(&db).expect("save");
         assert!(same(&State::load(&db).expect("load"), &state));
 

@@ -628,3 +628,248 @@ async fn dropped_connections_during_a_node_upload_resume_and_converge() {
     assert_eq!(snapshot(&a.root), snapshot(&b.root));
     assert_eq!(snapshot(&b.root).len(), 5000 + 10);
 }
+
+/// An engine for `root` with its state in `state`, and its event receiver.
+fn open_engine(root: &Path, state: &Path) -> (Engine, mpsc::UnboundedReceiver<Event>) {
+    let (tx, events) = mpsc::unbounded_channel();
+    let engine = Engine::open(
+        EngineOptions {
+            root: root.to_path_buf(),
+            state_dir: state.to_path_buf(),
+            device: "laptop".to_owned(),
+            allow_mass_delete: false,
+        },
+        tx,
+    )
+    .expect("engine");
+    (engine, events)
+}
+
+async fn connect(server: &TestServer, token: &str, folder: &str) -> Remote {
+    Remote::connect(
+        server.quic,
+        "localhost",
+        &Trust::Pinned(server.fingerprint.clone()),
+        token,
+        "laptop",
+        folder,
+    )
+    .await
+    .expect("connect")
+}
+
+/// The warnings among `events` so far.
+fn warnings(events: &mut mpsc::UnboundedReceiver<Event>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::Warning { message } = event {
+            out.push(message);
+        }
+    }
+    out
+}
+
+/// The files of the folder's head on `server`, by path (through REST).
+async fn server_files(server: &TestServer, token: &str) -> Vec<String> {
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/files/", server.http))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let mut paths: Vec<String> = listed["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str().map(str::to_owned))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// The uid of each of the user's server folders, by name (creating `also` first).
+async fn folder_uids(server: &TestServer, token: &str, also: &str) -> BTreeMap<String, String> {
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/folders", server.http))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "name": also }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let listed: serde_json::Value = http
+        .get(format!("{}/folders", server.http))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    listed["folders"]
+        .as_array()
+        .expect("folders")
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().expect("name").to_owned(),
+                f["uid"].as_str().expect("uid").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_bound_to_another_server_folder_deletes_nothing() {
+    let server = start_server(1 << 30).await;
+    let token = token(&server, "rebind").await;
+    let uids = folder_uids(&server, &token, "other").await;
+    let root = tempfile::tempdir().expect("root");
+    let state = tempfile::tempdir().expect("state");
+    std::fs::write(root.path().join("a.txt"), b"apple").expect("write");
+    std::fs::write(root.path().join("b.txt"), b"banana").expect("write");
+
+    let (mut engine, mut events) = open_engine(root.path(), state.path());
+    assert!(
+        !engine.bind(&uids["other"]).expect("bind"),
+        "a new state is only bound"
+    );
+    let remote = connect(&server, &token, "other").await;
+    assert_eq!(engine.pass(&remote).await.expect("pass").uploaded, 2);
+    remote.close();
+    drop(engine);
+
+    // Meanwhile another device put two other files in `default`, one commit each: its head
+    // (revision 2) is past the one the state saw of `other` (revision 1), so only the binding
+    // tells the two folders apart.
+    let mut desk = Device::new(&server, &token, "desktop").await;
+    desk.write("c.txt", b"cherry");
+    desk.sync().await;
+    desk.write("d.txt", b"date");
+    assert_eq!(desk.sync().await.seq, 2);
+
+    // The same folder, now synced with `default`: the base of `other` would read a.txt and
+    // b.txt as deleted there, and delete them here.
+    let (mut engine, mut rebound) = open_engine(root.path(), state.path());
+    assert!(
+        !engine.bind(&uids["other"]).expect("bind"),
+        "the same folder: kept"
+    );
+    assert!(
+        engine.bind(&uids["default"]).expect("bind"),
+        "another folder: forgotten"
+    );
+    let told = warnings(&mut rebound);
+    assert!(
+        told.len() == 1 && told[0].contains("another server folder"),
+        "{told:?}"
+    );
+    let remote = connect(&server, &token, "default").await;
+    let pass = engine.pass(&remote).await.expect("pass");
+    assert_eq!(
+        (pass.deleted_local, pass.uploaded, pass.downloaded),
+        (0, 2, 2),
+        "{pass:?}"
+    );
+    assert_eq!(
+        server_files(&server, &token).await,
+        ["a.txt", "b.txt", "c.txt", "d.txt"]
+    );
+    assert_eq!(
+        std::fs::read(root.path().join("a.txt")).expect("a"),
+        b"apple"
+    );
+    assert!(
+        warnings(&mut events).is_empty(),
+        "the first engine warned of nothing"
+    );
+    drop(engine);
+
+    // The binding was saved with the pass: a third engine keeps the base.
+    let (mut engine, mut events) = open_engine(root.path(), state.path());
+    assert!(!engine.bind(&uids["default"]).expect("bind"));
+    assert!(engine.pass(&remote).await.expect("pass").in_sync);
+    assert!(warnings(&mut events).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lost_commits_gets_its_files_back_and_deletes_nothing() {
+    let first = start_server(1 << 30).await;
+    let token = token(&first, "restored").await;
+    let root = tempfile::tempdir().expect("root");
+    let state = tempfile::tempdir().expect("state");
+    std::fs::write(root.path().join("a.txt"), b"apple").expect("write");
+    std::fs::write(root.path().join("b.txt"), b"banana").expect("write");
+    let (mut engine, mut events) = open_engine(root.path(), state.path());
+    let remote = connect(&first, &token, "default").await;
+    assert_eq!(engine.pass(&remote).await.expect("pass").uploaded, 2);
+    remote.close();
+
+    // Another server at revision 0 stands where this state saw revision 1 (as a server
+    // restored from a backup older than the last commit), and the engine was not told of any
+    // folder uid: the revision alone shows the base is not the server's past.
+    let second = start_server(1 << 30).await;
+    let token = support::token(&second, "restored").await;
+    let remote = connect(&second, &token, "default").await;
+    let pass = engine.pass(&remote).await.expect("pass");
+    assert_eq!((pass.deleted_local, pass.uploaded), (0, 2), "{pass:?}");
+    assert_eq!(server_files(&second, &token).await, ["a.txt", "b.txt"]);
+    let told = warnings(&mut events);
+    assert!(
+        told.len() == 1 && told[0].contains("revision 0") && told[0].contains("revision 1"),
+        "{told:?}"
+    );
+    assert!(engine.pass(&remote).await.expect("pass").in_sync);
+    assert!(warnings(&mut events).is_empty(), "said once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_made_anew_at_the_path_is_compared_from_scratch() {
+    let server = start_server(1 << 30).await;
+    let token = token(&server, "anew").await;
+    let home = tempfile::tempdir().expect("home");
+    let root = home.path().join("Cairn");
+    let state = tempfile::tempdir().expect("state");
+    std::fs::create_dir(&root).expect("mkdir");
+    std::fs::write(root.join("a.txt"), b"apple").expect("write");
+    std::fs::write(root.join("b.txt"), b"banana").expect("write");
+    let (mut engine, _) = open_engine(&root, state.path());
+    assert!(!engine.bind("").expect("bind"), "a new state is only bound");
+    let remote = connect(&server, &token, "default").await;
+    assert_eq!(engine.pass(&remote).await.expect("pass").uploaded, 2);
+    drop(engine);
+
+    // The folder is deleted and made again with one file (as a drive not mounted under its
+    // mount point shows an empty directory). Its base would delete a.txt and b.txt on the
+    // server.
+    std::fs::remove_dir_all(&root).expect("rm");
+    std::fs::create_dir(&root).expect("mkdir");
+    std::fs::write(root.join("c.txt"), b"cherry").expect("write");
+    let (mut engine, mut events) = open_engine(&root, state.path());
+    assert!(engine.bind("").expect("bind"), "forgotten");
+    let told = warnings(&mut events);
+    assert!(
+        told.len() == 1 && told[0].contains("not the directory"),
+        "{told:?}"
+    );
+    let pass = engine.pass(&remote).await.expect("pass");
+    assert_eq!(
+        (pass.deleted_remote, pass.downloaded, pass.uploaded),
+        (0, 2, 1),
+        "{pass:?}"
+    );
+    assert_eq!(
+        server_files(&server, &token).await,
+        ["a.txt", "b.txt", "c.txt"]
+    );
+    assert_eq!(std::fs::read(root.join("a.txt")).expect("a"), b"apple");
+    drop(engine);
+    // The new directory is the one recorded now.
+    let (mut engine, mut events) = open_engine(&root, state.path());
+    assert!(!engine.bind("").expect("bind"));
+    assert!(warnings(&mut events).is_empty());
+}

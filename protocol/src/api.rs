@@ -266,6 +266,11 @@ pub struct SyncInfo {
 pub struct FolderInfo {
     /// The folder's name (`default` always exists).
     pub name: String,
+    /// The folder's identity: random, never reused, unlike its name (a folder deleted and
+    /// created again is another folder). A client binds a sync root's state to it. Empty from
+    /// a server older than this field.
+    #[serde(default)]
+    pub uid: String,
     /// The head: last commit and its root.
     pub head: Head,
     /// Live files at the head.

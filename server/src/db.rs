@@ -49,6 +49,16 @@ pub enum DbError {
 /// Result with [`DbError`].
 pub type DbResult<T> = Result<T, DbError>;
 
+/// A new folder's identity: 128 random bits, hex (see `migrations/*/0005_folder_uid.sql`).
+fn new_folder_uid() -> DbResult<String> {
+    use rand::TryRngCore as _;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| DbError::Sql(sqlx::Error::Protocol(format!("no randomness: {e}"))))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn map_unique(err: sqlx::Error) -> DbError {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => DbError::Conflict,
@@ -218,11 +228,13 @@ pub async fn create_user(
     .map_err(map_unique)?
     .try_get("id")?;
     sqlx::query(
-        "INSERT INTO folders (owner_id, name, head_seq, head_root, created_at) VALUES ($1, 'default', 0, $2, $3)",
+        "INSERT INTO folders (owner_id, name, head_seq, head_root, created_at, uid) \
+         VALUES ($1, 'default', 0, $2, $3, $4)",
     )
     .bind(id)
     .bind(empty_root)
     .bind(now)
+    .bind(new_folder_uid()?)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -349,6 +361,7 @@ pub async fn folder(db: &Db, owner_id: i64, name: &str) -> DbResult<Option<Folde
 #[derive(Debug, Clone, FromRow)]
 pub struct FolderSummaryRow {
     pub name: String,
+    pub uid: String,
     pub head_seq: i64,
     pub head_root: String,
     pub created_at: i64,
@@ -362,7 +375,7 @@ pub struct FolderSummaryRow {
 /// SQL errors.
 pub async fn folders(db: &Db, owner_id: i64) -> DbResult<Vec<FolderSummaryRow>> {
     Ok(sqlx::query_as(
-        "SELECT f.name, f.head_seq, f.head_root, f.created_at, \
+        "SELECT f.name, f.uid, f.head_seq, f.head_root, f.created_at, \
          COALESCE(c.files, 0) AS files, COALESCE(c.bytes, 0) AS bytes \
          FROM folders f LEFT JOIN commits c ON c.folder_id = f.id AND c.seq = f.head_seq \
          WHERE f.owner_id = $1 ORDER BY f.name",
@@ -372,7 +385,7 @@ pub async fn folders(db: &Db, owner_id: i64) -> DbResult<Vec<FolderSummaryRow>> 
     .await?)
 }
 
-/// Creates an empty folder.
+/// Creates an empty folder; returns its identity.
 ///
 /// # Errors
 /// [`DbError::Conflict`] when the user has a folder of that name.
@@ -382,18 +395,21 @@ pub async fn create_folder(
     name: &str,
     empty_root: &str,
     now: i64,
-) -> DbResult<()> {
+) -> DbResult<String> {
+    let uid = new_folder_uid()?;
     sqlx::query(
-        "INSERT INTO folders (owner_id, name, head_seq, head_root, created_at) VALUES ($1, $2, 0, $3, $4)",
+        "INSERT INTO folders (owner_id, name, head_seq, head_root, created_at, uid) \
+         VALUES ($1, $2, 0, $3, $4, $5)",
     )
     .bind(owner_id)
     .bind(name)
     .bind(empty_root)
     .bind(now)
+    .bind(&uid)
     .execute(&db.pool)
     .await
     .map_err(map_unique)?;
-    Ok(())
+    Ok(uid)
 }
 
 /// One commit of a folder.

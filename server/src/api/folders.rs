@@ -20,6 +20,7 @@ fn unsigned(value: i64) -> u64 {
 fn folder_info(row: FolderSummaryRow) -> FolderInfo {
     FolderInfo {
         name: row.name,
+        uid: row.uid,
         head: Head {
             seq: unsigned(row.head_seq),
             root: row.head_root,
@@ -68,8 +69,8 @@ pub async fn create(
     }
     let now = now_ms();
     let root = state.empty_root.to_string();
-    match db::create_folder(&state.db, user.id, &request.name, &root, now).await {
-        Ok(()) => {}
+    let uid = match db::create_folder(&state.db, user.id, &request.name, &root, now).await {
+        Ok(uid) => uid,
         Err(DbError::Conflict) => {
             return Err(ApiError::Conflict(
                 "folder_exists",
@@ -77,12 +78,13 @@ pub async fn create(
             ));
         }
         Err(err) => return Err(err.into()),
-    }
+    };
     tracing::info!(user = user.id, folder = %request.name, "folder created");
     Ok((
         StatusCode::CREATED,
         Json(FolderInfo {
             name: request.name,
+            uid,
             head: Head { seq: 0, root },
             files: 0,
             bytes: 0,

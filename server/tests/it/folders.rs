@@ -61,11 +61,10 @@ async fn folders_and_commits(engine: Engine) {
         )
         .await;
     }
-    // The same name is free for another user.
-    assert_eq!(
-        create("backup-host1", other.clone()).await.status(),
-        StatusCode::CREATED
-    );
+    // The same name is free for another user, and is another folder.
+    let theirs = create("backup-host1", other.clone()).await;
+    assert_eq!(theirs.status(), StatusCode::CREATED);
+    let theirs: Value = theirs.json().await.expect("json");
     let unauthenticated = server
         .client
         .get(server.url("/folders"))
@@ -132,6 +131,22 @@ async fn folders_and_commits(engine: Engine) {
         "{listed}"
     );
     assert_eq!(listed["folders"][0]["name"], "backup-host1");
+
+    // Each folder has its own identity, the same in every listing as at its creation.
+    let uid = |folder: &Value| folder["uid"].as_str().unwrap_or_default().to_owned();
+    let uids = [
+        uid(&listed["folders"][0]),
+        uid(&listed["folders"][1]),
+        uid(&theirs),
+    ];
+    for one in &uids {
+        assert!(
+            one.len() == 32 && one.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{listed} {theirs}"
+        );
+    }
+    assert_eq!(uids[0], uid(&created));
+    assert!(uids[0] != uids[1] && uids[0] != uids[2] && uids[1] != uids[2]);
 
     // Names are per user: the other user sees their own (empty) history, and a folder only
     // the first user has is not found.
