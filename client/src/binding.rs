@@ -91,6 +91,23 @@ fn recorded_root(dir: &Path) -> Option<RootStamp> {
     postcard::from_bytes::<Option<RootStamp>>(&bytes).ok()?
 }
 
+/// Whether the state dir `dir` holds nothing worth keeping: no `state.db`, or one that an
+/// engine opened but never bound nor synced (as a first start that could not reach the server
+/// leaves it). A state of an earlier Cairn, unbound but with a base, is kept.
+fn unused(dir: &Path) -> bool {
+    if !dir.join("state.db").exists() {
+        return true;
+    }
+    let Ok((db, _)) = StateDb::open(dir) else {
+        return false;
+    };
+    let unbound =
+        matches!(db.meta(ROOT_KEY), Ok(None)) && matches!(db.meta(FOLDER_UID_KEY), Ok(None));
+    let never_synced = matches!(db.meta("remote_seq"), Ok(None))
+        && db.entries(0).is_ok_and(|rows| rows.is_empty());
+    unbound && never_synced
+}
+
 /// When `folder` (canonical) has no sync state yet but is a folder that moved: the state dir of
 /// its old path, renamed to the new path's; returns the old path. A state dir qualifies when
 /// its recorded directory is this one (same inode and birth time) and is no longer at its
@@ -102,7 +119,7 @@ fn recorded_root(dir: &Path) -> Option<RootStamp> {
 /// The folder cannot be read, or the rename fails.
 pub fn adopt_moved(config_dir: &Path, folder: &Path) -> Result<Option<PathBuf>, ConfigError> {
     let target = state_dir_in(config_dir, folder)?;
-    if target.join("state.db").exists() {
+    if !unused(&target) {
         return Ok(None);
     }
     let io_error = |path: &Path, source: io::Error| ConfigError::Io {
@@ -162,7 +179,17 @@ pub fn adopt_moved(config_dir: &Path, folder: &Path) -> Result<Option<PathBuf>, 
         return Ok(None);
     }
     if target.exists() {
-        // Made by an earlier run that never saved a state (no state.db): nothing to keep.
+        // Left by a start that never synced (see `unused`): nothing to keep, unless another
+        // process has just opened it.
+        let target_lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(target.join("engine.lock"))
+            .map_err(|e| io_error(&target, e))?;
+        if target_lock.try_lock().is_err() {
+            return Ok(None);
+        }
         std::fs::remove_dir_all(&target).map_err(|e| io_error(&target, e))?;
     }
     std::fs::rename(&old_dir, &target).map_err(|e| io_error(&old_dir, e))?;
@@ -203,6 +230,10 @@ mod tests {
         let old_state = record_state(&config, &old);
         let new = home.path().canonicalize().expect("home").join("Sync");
         std::fs::rename(&old, &new).expect("mv");
+        // A start at the new path that never reached the server left an empty state there.
+        let left_behind = state_dir_in(&config, &new).expect("state dir");
+        std::fs::create_dir_all(&left_behind).expect("mkdir");
+        drop(StateDb::open(&left_behind).expect("open"));
 
         assert_eq!(
             adopt_moved(&config, &new).expect("adopt"),
@@ -274,6 +305,17 @@ mod tests {
         held.lock().expect("lock");
         assert_eq!(adopt_moved(&config, &new).expect("held"), None);
         drop(held);
+
+        // A state an earlier Cairn kept at the new path (synced, never bound) is its own.
+        let own = state_dir_in(&config, &new).expect("state dir");
+        std::fs::create_dir_all(&own).expect("mkdir");
+        let (db, _) = StateDb::open(&own).expect("open");
+        let mut earlier = State::default();
+        earlier.remote_seq = 1;
+        earlier.save(&db).expect("save");
+        drop(db);
+        assert_eq!(adopt_moved(&config, &new).expect("own"), None);
+        std::fs::remove_dir_all(&own).expect("rm");
 
         // Two states claim the directory: no guess.
         let twin = config.join("folders").join("0000000000000000");
