@@ -959,8 +959,17 @@ pub async fn prune(db: &Db, cutoff: i64) -> DbResult<(u64, u64)> {
 /// CPU time in a 20,000-file upload at 500 rows a statement).
 const OBJECT_BATCH_LEN: usize = 128;
 
-/// Which of `ids` (hex) the folder knows, and whether each was committed (`true`) or only
-/// uploaded (`false`).
+/// `folder_objects.committed` values (0: uploaded by a client of the folder, not committed
+/// yet; such rows expire). Committed by the folder: the object's whole subtree was verified,
+/// and a commit's walk stops at it.
+const COMMITTED: i64 = 1;
+/// Committed once, then collected and stored again by an upload: readable by the folder and
+/// never expired, but its subtree is not vouched for (the upload may have sent the node
+/// alone), so a commit's walk descends into it again, and upgrades it to [`COMMITTED`].
+const RESTORED: i64 = 2;
+
+/// Which of `ids` (hex) the folder knows, and whether each was committed with its subtree
+/// verified (`true`) or only uploaded, or stored again since (`false`).
 ///
 /// # Errors
 /// SQL errors.
@@ -984,7 +993,7 @@ pub async fn objects_state(
         for row in query.fetch_all(&db.pool).await? {
             let id: String = row.try_get("id")?;
             let committed: i64 = row.try_get("committed")?;
-            known.insert(id, committed != 0);
+            known.insert(id, committed == COMMITTED);
         }
     }
     Ok(known)
@@ -1012,7 +1021,7 @@ async fn add_committed(
         let sql = format!(
             "INSERT INTO folder_objects (folder_id, id, committed, created_at) VALUES {} \
              ON CONFLICT (folder_id, id) DO UPDATE SET committed = 1 \
-             WHERE folder_objects.committed = 0 RETURNING size",
+             WHERE folder_objects.committed <> 1 RETURNING size",
             rows.join(", ")
         );
         // Only placeholders are formatted in; every value is bound.
@@ -1041,9 +1050,12 @@ pub async fn pending_uploads(db: &Db, user_id: i64) -> DbResult<(i64, i64)> {
     Ok((row.try_get("pending_bytes")?, row.try_get("quota_bytes")?))
 }
 
-/// Records `objects` (hex id, bytes) as uploaded to the folder (readable by it; never
-/// downgrading a committed row) and charges the rows it adds to the owner's pending bytes, in
-/// one transaction. Returns the bytes charged: an object the folder already had costs nothing.
+/// Records `objects` (hex id, bytes) as uploaded to the folder (readable by it) and charges the
+/// rows it adds to the owner's pending bytes, in one transaction. Returns the bytes charged: an
+/// object the folder already had costs nothing. A committed row stays committed, unless its
+/// object is among `anew` (the store did not have it: it was collected since its commit): then
+/// it is marked [`RESTORED`], so the next commit naming it checks its subtree again instead of
+/// trusting a node that may have come back alone.
 ///
 /// # Errors
 /// SQL errors.
@@ -1052,6 +1064,7 @@ pub async fn add_uploaded(
     owner_id: i64,
     folder_id: i64,
     objects: &[(String, i64)],
+    anew: &[&str],
     now: i64,
 ) -> DbResult<i64> {
     let mut tx = db.pool.begin().await?;
@@ -1061,6 +1074,7 @@ pub async fn add_uploaded(
     let offered: i64 = objects.iter().map(|(_, size)| *size).sum();
     add_pending(&mut tx, owner_id, offered).await?;
     let mut charged = 0;
+    let mut inserted = std::collections::HashSet::new();
     // Two parameters a row: half the rows of a statement, for the binding cost.
     for batch in objects.chunks(OBJECT_BATCH_LEN / 2) {
         let rows: Vec<String> = (0..batch.len())
@@ -1068,7 +1082,7 @@ pub async fn add_uploaded(
             .collect();
         let sql = format!(
             "INSERT INTO folder_objects (folder_id, id, committed, created_at, size) VALUES {} \
-             ON CONFLICT (folder_id, id) DO NOTHING RETURNING size",
+             ON CONFLICT (folder_id, id) DO NOTHING RETURNING id, size",
             rows.join(", ")
         );
         // Only placeholders are formatted in; every value is bound.
@@ -1080,10 +1094,32 @@ pub async fn add_uploaded(
         }
         for row in query.fetch_all(&mut *tx).await? {
             charged += row.try_get::<i64, _>("size")?;
+            inserted.insert(row.try_get::<String, _>("id")?);
         }
     }
     if charged != offered {
         add_pending(&mut tx, owner_id, charged - offered).await?;
+    }
+    // New to the store but not to the folder: collected since the folder had it (usually none;
+    // a first upload inserts its rows above).
+    let restored: Vec<&str> = anew
+        .iter()
+        .copied()
+        .filter(|id| !inserted.contains(*id))
+        .collect();
+    for batch in restored.chunks(OBJECT_BATCH_LEN) {
+        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE folder_objects SET committed = {RESTORED}, size = 0 \
+             WHERE folder_id = $1 AND committed = {COMMITTED} AND id IN ({})",
+            placeholders.join(", ")
+        );
+        // Only constants and placeholders are formatted in; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(folder_id);
+        for id in batch {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(charged)

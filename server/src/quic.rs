@@ -553,7 +553,13 @@ async fn put_blocks(
                 .zip(sizes)
                 .map(|(p, size)| (p.id.to_string(), size))
                 .collect();
-            db::add_uploaded(&state.db, owner_id, folder_id, &objects, now_ms())
+            let anew: Vec<&str> = puts
+                .iter()
+                .zip(&objects)
+                .filter(|(p, _)| p.new)
+                .map(|(_, (id, _))| id.as_str())
+                .collect();
+            db::add_uploaded(&state.db, owner_id, folder_id, &objects, &anew, now_ms())
                 .await
                 .map_err(|e| Refusal::internal(&e))?;
             ids.extend(puts.iter().map(|p| p.id));

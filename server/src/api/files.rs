@@ -228,7 +228,8 @@ async fn receive_file(
         tokio::spawn(async move {
             while let Some(objects) = charge_rx.recv().await {
                 let added =
-                    db::add_uploaded(&state.db, owner_id, folder_id, &objects, now_ms()).await?;
+                    db::add_uploaded(&state.db, owner_id, folder_id, &objects, &[], now_ms())
+                        .await?;
                 charged.fetch_add(added, Ordering::Relaxed);
             }
             Ok::<_, db::DbError>(())
@@ -375,7 +376,7 @@ impl Drop for Uncharged {
         };
         runtime.spawn(async move {
             if let Err(err) =
-                db::add_uploaded(&state.db, owner_id, folder_id, &objects, now_ms()).await
+                db::add_uploaded(&state.db, owner_id, folder_id, &objects, &[], now_ms()).await
             {
                 tracing::warn!(%err, owner_id, "a failed upload's blocks were not charged");
             }

@@ -121,12 +121,13 @@ async fn uploads_never_committed_expire(engine: Engine) {
         owner,
         folder,
         &[(id(b"a"), 100), (id(b"b"), 200), (id(b"c"), 400)],
+        &[],
         two_hours_ago,
     )
     .await
     .expect("add");
     assert_eq!(charged, 700);
-    let again = db::add_uploaded(db, owner, folder, &[(id(b"a"), 100)], now)
+    let again = db::add_uploaded(db, owner, folder, &[(id(b"a"), 100)], &[], now)
         .await
         .expect("add again");
     assert_eq!(again, 0, "an upload the folder already has costs nothing");
@@ -230,6 +231,7 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
         panic!("doc.bin is not a file node")
     };
     let blocks = node.blocks().to_vec();
+    let sub_node = state.store.get_node(&sub.child).expect("directory node");
 
     // Deleted, its versions pruned and its objects collected.
     let status = server.delete_file(&token, &file["id"]).await.status();
@@ -272,6 +274,7 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
         owner,
         folder.id,
         &uploaded,
+        &[],
         cairn_server::api::now_ms(),
     )
     .await
@@ -303,6 +306,50 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
         .await
         .expect("a tree over stored blocks is accepted");
     assert!(objects.contains(&again.id().to_string()), "{objects:?}");
+
+    // The collected directory node stored again alone, as a client that re-sends a node but not
+    // what lies under it would, recorded as QUIC records an upload: new to the store. Its row
+    // still says committed, but the walk goes into it and finds doc.bin's file node missing.
+    let (_, put) = state.store.put_node(&sub_node).expect("put node");
+    assert!(put.new, "it was collected");
+    let sub_hex = sub.child.to_string();
+    db::add_uploaded(
+        &state.db,
+        owner,
+        folder.id,
+        &[(sub_hex.clone(), 100)],
+        &[sub_hex.as_str()],
+        cairn_server::api::now_ms(),
+    )
+    .await
+    .expect("uploaded");
+    match new_objects(state, folder.id, over_dir, true).await {
+        Err(TreeError::Missing(message)) => {
+            assert!(message.contains("upload it again"), "{message}");
+        }
+        other => panic!("a directory stored again without its subtree was trusted: {other:?}"),
+    }
+    // With the file node stored again too, the tree is whole and accepted.
+    let (_, put) = state
+        .store
+        .put_node(&Node::File(node.clone()))
+        .expect("put node");
+    assert!(put.new);
+    let doc_hex = doc.child.to_string();
+    db::add_uploaded(
+        &state.db,
+        owner,
+        folder.id,
+        &[(doc_hex.clone(), 100)],
+        &[doc_hex.as_str()],
+        cairn_server::api::now_ms(),
+    )
+    .await
+    .expect("uploaded");
+    let objects = new_objects(state, folder.id, over_dir, true)
+        .await
+        .expect("a whole tree is accepted");
+    assert!(objects.contains(&sub_hex), "{objects:?}");
 }
 
 /// An unreferenced node too young to collect keeps everything under it, however old: a client
@@ -354,6 +401,7 @@ async fn a_young_node_keeps_its_old_subtree(engine: Engine) {
         owner,
         folder.id,
         &uploaded,
+        &[],
         cairn_server::api::now_ms(),
     )
     .await
