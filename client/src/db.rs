@@ -9,8 +9,9 @@
 //!   tree (`tree` 1), one row per path.
 //! - `scan (path, record)`: the scan cache, keyed by path, holding (size, mtime, inode, ctime)
 //!   and what the file was found to be.
-//! - `meta (key, value)`: the last-seen remote head (`remote_seq`, `remote_root`), and
-//!   `remote_is_base`: the remote tree is the base (no `tree` 1 rows), as after a clean pass.
+//! - `meta (key, value)`: the last-seen remote head (`remote_seq`, `remote_root`),
+//!   `remote_is_base`: the remote tree is the base (no `tree` 1 rows), as after a clean pass,
+//!   and what the state belongs to (`folder_uid`, `root`; see [`crate::binding`]).
 //!
 //! Schema 2 added `remote_is_base` and nothing else: a schema 1 database opens as it is (its
 //! remote rows are read) and is marked 2, so that an older Cairn, which would read the remote
