@@ -669,17 +669,22 @@ fn warnings(events: &mut mpsc::UnboundedReceiver<Event>) -> Vec<String> {
     out
 }
 
-/// The files of the folder's head on `server`, by path (through REST).
-async fn server_files(server: &TestServer, token: &str) -> Vec<String> {
-    let listed: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/files/", server.http))
+/// The JSON answer to an authenticated `GET path` on `server`.
+async fn get_json(server: &TestServer, token: &str, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", server.http))
         .bearer_auth(token)
         .send()
         .await
-        .expect("list")
+        .expect("get")
         .json()
         .await
-        .expect("json");
+        .expect("json")
+}
+
+/// The files of the folder's head on `server`, by path (through REST).
+async fn server_files(server: &TestServer, token: &str) -> Vec<String> {
+    let listed = get_json(server, token, "/files/").await;
     let mut paths: Vec<String> = listed["files"]
         .as_array()
         .expect("files")
@@ -701,15 +706,7 @@ async fn folder_uids(server: &TestServer, token: &str, also: &str) -> BTreeMap<S
         .await
         .expect("create");
     assert_eq!(created.status(), reqwest::StatusCode::CREATED);
-    let listed: serde_json::Value = http
-        .get(format!("{}/folders", server.http))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let listed = get_json(server, token, "/folders").await;
     listed["folders"]
         .as_array()
         .expect("folders")

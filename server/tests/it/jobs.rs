@@ -310,19 +310,23 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
     // The collected directory node stored again alone, as a client that re-sends a node but not
     // what lies under it would, recorded as QUIC records an upload: new to the store. Its row
     // still says committed, but the walk goes into it and finds doc.bin's file node missing.
-    let (_, put) = state.store.put_node(&sub_node).expect("put node");
-    assert!(put.new, "it was collected");
-    let sub_hex = sub.child.to_string();
-    db::add_uploaded(
-        &state.db,
-        owner,
-        folder.id,
-        &[(sub_hex.clone(), 100)],
-        &[sub_hex.as_str()],
-        cairn_server::api::now_ms(),
-    )
-    .await
-    .expect("uploaded");
+    let store_again = |node: Node| async move {
+        let (id, put) = state.store.put_node(&node).expect("put node");
+        assert!(put.new, "it was collected");
+        let hex = id.to_string();
+        db::add_uploaded(
+            &state.db,
+            owner,
+            folder.id,
+            &[(hex.clone(), 100)],
+            &[hex.as_str()],
+            cairn_server::api::now_ms(),
+        )
+        .await
+        .expect("uploaded");
+        hex
+    };
+    let sub_hex = store_again(sub_node).await;
     match new_objects(state, folder.id, over_dir, true).await {
         Err(TreeError::Missing(message)) => {
             assert!(message.contains("upload it again"), "{message}");
@@ -330,22 +334,7 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
         other => panic!("a directory stored again without its subtree was trusted: {other:?}"),
     }
     // With the file node stored again too, the tree is whole and accepted.
-    let (_, put) = state
-        .store
-        .put_node(&Node::File(node.clone()))
-        .expect("put node");
-    assert!(put.new);
-    let doc_hex = doc.child.to_string();
-    db::add_uploaded(
-        &state.db,
-        owner,
-        folder.id,
-        &[(doc_hex.clone(), 100)],
-        &[doc_hex.as_str()],
-        cairn_server::api::now_ms(),
-    )
-    .await
-    .expect("uploaded");
+    store_again(Node::File(node.clone())).await;
     let objects = new_objects(state, folder.id, over_dir, true)
         .await
         .expect("a whole tree is accepted");
