@@ -216,15 +216,16 @@ pub async fn resolve_fetching(
         .find(|v| v.hash == hash && !v.deleted)
         .ok_or_else(missing)?;
     let rel = cairn_protocol::path::RelPath::parse(&record.path).map_err(|e| e.to_string())?;
+    // Never written through a symlinked parent (out of the folder), like the engine's writes.
     let (dest, kept) = match keep {
-        Keep::Local => (list.folder.join(&record.path), "local"),
+        Keep::Local => (crate::engine::confined(&list.folder, &rel)?, "local"),
         _ => {
             let at = crate::time::utc_from_unix(i64::try_from(record.at).unwrap_or(0));
             let copy = (1..=1000)
                 .map(|n| crate::plan::conflict_name(&rel, device, at, n))
                 .find(|name| std::fs::symlink_metadata(list.folder.join(name.as_str())).is_err())
                 .ok_or_else(|| format!("no free name for a copy of '{}'", record.path))?;
-            (list.folder.join(copy.as_str()), "both")
+            (crate::engine::confined(&list.folder, &copy)?, "both")
         }
     };
     session

@@ -412,10 +412,7 @@ impl Engine {
         {
             match &self.state.root {
                 Some(was) if !was.same_directory(&stamp) => {
-                    self.forget_base(format!(
-                        "'{}' is not the directory this folder was last synced in (it was deleted and made again, or a drive is not mounted there); comparing it with the server from scratch: nothing is deleted on either side, and files that differ keep both versions",
-                        self.options.root.display()
-                    ));
+                    self.forget_base(self.another_directory());
                     forgot = true;
                 }
                 // New, or the same directory at another path (it moved): recorded now, so a
@@ -445,6 +442,36 @@ impl Engine {
             self.state.save(&self.db).map_err(SyncError::Local)?;
         }
         Ok(forgot)
+    }
+
+    fn another_directory(&self) -> String {
+        format!(
+            "'{}' is not the directory this folder was last synced in (it was deleted and made again, or a drive is not mounted there); comparing it with the server from scratch: nothing is deleted on either side, and files that differ keep both versions",
+            self.options.root.display()
+        )
+    }
+
+    /// Before each pass of a bound engine (see [`Engine::bind`]): the folder must be there, and
+    /// be the directory the state was synced in. A folder that went away (an unmounted drive,
+    /// a removed directory) fails the pass, and one made anew at the path (or the empty mount
+    /// point under an unmounted drive) is compared from scratch, as at start: without this a
+    /// running daemon took either for the user deleting every file.
+    fn check_root(&mut self) -> Result<(), SyncError> {
+        let Some(was) = &self.state.root else {
+            return Ok(());
+        };
+        let stamp = RootStamp::of(&self.options.root).map_err(|e| {
+            SyncError::Local(format!(
+                "cannot read the folder '{}': {e}; is it there, and is its drive mounted?",
+                self.options.root.display()
+            ))
+        })?;
+        if !was.same_directory(&stamp) {
+            self.forget_base(self.another_directory());
+            // Saved with the base the next pass makes, in one transaction (as in `bind`).
+            self.state.root = Some(stamp);
+        }
+        Ok(())
     }
 
     /// Drops the merge base and the last-seen remote tree, and says why: the next pass compares
@@ -545,9 +572,13 @@ impl Engine {
     }
 
     async fn pass_inner(&mut self, remote: &Remote) -> Result<PassSummary, SyncError> {
+        self.check_root()?;
         self.emit(Event::Phase("scanning"));
-        let local = self.scan().await?;
-        let mut summary = PassSummary::default();
+        let (scanned, unreadable) = self.scan().await?;
+        let mut summary = PassSummary {
+            problems: unreadable.len() as u64,
+            ..PassSummary::default()
+        };
         for _ in 0..STALE_RETRIES_MAX {
             let (seq, root) = remote.head().await?;
             if self.state.remote_root.is_some_and(|seen| {
@@ -559,13 +590,24 @@ impl Engine {
                     self.state.remote_seq
                 ));
             }
+            // What the scan could not look at stands as the base has it: neither deleted nor
+            // changed on this side.
+            let local = if unreadable.is_empty() {
+                std::borrow::Cow::Borrowed(&scanned)
+            } else {
+                let mut kept = scanned.clone();
+                keep_unreadable(&mut kept, &self.state.base, &unreadable);
+                std::borrow::Cow::Owned(kept)
+            };
+            let local = local.as_ref();
             if Some(root) == self.state.remote_root
-                && local == *self.state.base
+                && *local == *self.state.base
                 && (Arc::ptr_eq(&self.state.base, &self.state.remote)
-                    || self.state.base == self.state.remote)
+                    || self.state.base == self.state.remote
+                    || *self.state.base == *self.ignores.filter(&self.state.remote))
             {
                 summary.seq = seq;
-                summary.in_sync = true;
+                summary.in_sync = unreadable.is_empty();
                 return Ok(summary);
             }
             self.emit(Event::Phase("pulling"));
@@ -577,9 +619,10 @@ impl Engine {
             // Ignored paths exist on neither side, so nothing touches them.
             let base = self.ignores.filter(&self.state.base);
             let remote_view = self.ignores.filter(&self.state.remote);
+            let ignored = ignored_entries(&self.state.remote, &remote_view);
             let input = plan::PlanInput {
                 base: &base,
-                local: &local,
+                local,
                 remote: &remote_view,
                 device: &self.options.device,
                 now_utc: now,
@@ -605,7 +648,7 @@ impl Engine {
                 });
             }
             let Some(committed) = self
-                .commit_plan(remote, (seq, root), &planned, &local, &mut summary)
+                .commit_plan(remote, (seq, root), &planned, local, &mut summary)
                 .await?
             else {
                 continue;
@@ -637,7 +680,7 @@ impl Engine {
             }
             self.emit(Event::Phase("downloading"));
             let failed = self
-                .apply_local(remote, &planned, &local, &mut summary)
+                .apply_local(remote, &planned, local, &mut summary)
                 .await?;
             let merged = Arc::new(planned.merged);
             let base = if failed.is_empty() {
@@ -652,17 +695,19 @@ impl Engine {
                 }
                 Arc::new(base)
             };
-            summary.problems = failed.len() as u64;
+            summary.problems += failed.len() as u64;
             self.settle_scan_cache();
+            let remote_after = with_ignored(&merged, &ignored);
             self.state.base = base;
             self.state.remote_seq = committed.0;
             self.state.remote_root = Some(committed.1);
-            self.state.remote = merged;
+            self.state.remote = remote_after;
             self.save_state().await?;
             crate::conflicts::add(&self.options.state_dir, &self.options.root, records)
                 .map_err(SyncError::Local)?;
             summary.seq = committed.0;
             summary.in_sync = failed.is_empty()
+                && unreadable.is_empty()
                 && planned.local.is_empty()
                 && planned.remote.is_empty()
                 && planned.conflicts.is_empty();
@@ -688,7 +733,9 @@ impl Engine {
 
     async fn backup_inner(&mut self, remote: &Remote) -> Result<PassSummary, SyncError> {
         self.emit(Event::Phase("scanning"));
-        let mut local = self.scan().await?;
+        // A snapshot holds what could be read; the rest was reported (the CLI fails the backup
+        // as incomplete).
+        let (mut local, _) = self.scan().await?;
         let mut trusted = true;
         let mut summary = PassSummary::default();
         for _ in 0..STALE_RETRIES_MAX {
@@ -701,6 +748,7 @@ impl Engine {
             // With the remote tree as the base, every difference is a local change: the plan
             // turns the remote tree into the local one, with no conflicts.
             let remote_view = self.ignores.filter(&self.state.remote);
+            let ignored = ignored_entries(&self.state.remote, &remote_view);
             let planned = plan::plan(&plan::PlanInput {
                 base: &remote_view,
                 local: &local,
@@ -716,7 +764,7 @@ impl Engine {
             // which reads such files again, instead of failing on every backup.
             if trusted && self.lacks_base_nodes(&planned)? {
                 self.emit(Event::Phase("scanning"));
-                local = self.scan_trusting(false).await?;
+                local = self.scan_trusting(false).await?.0;
                 trusted = false;
                 continue;
             }
@@ -727,10 +775,11 @@ impl Engine {
                 continue;
             };
             let merged = Arc::new(planned.merged);
+            let remote_after = with_ignored(&merged, &ignored);
             self.state.base = Arc::clone(&merged);
             self.state.remote_seq = committed.0;
             self.state.remote_root = Some(committed.1);
-            self.state.remote = merged;
+            self.state.remote = remote_after;
             self.settle_scan_cache();
             self.save_state().await?;
             summary.seq = committed.0;
@@ -775,7 +824,9 @@ impl Engine {
         root: NodeId,
     ) -> Result<PassSummary, SyncError> {
         self.emit(Event::Phase("scanning"));
-        let local = self.scan().await?;
+        // A path the scan could not look at is not in `local`, so nothing is written over it
+        // (see `unchanged_since_scan`).
+        let (local, _) = self.scan().await?;
         self.emit(Event::Phase("reading the snapshot"));
         let snapshot = self.pull(remote, root).await?;
         self.state.remote_seq = seq;
@@ -877,14 +928,15 @@ impl Engine {
 
     // ----- scan -----
 
-    async fn scan(&mut self) -> Result<Tree, SyncError> {
+    /// Scans the folder: its tree, and the paths it could not look at (see `keep_unreadable`).
+    async fn scan(&mut self) -> Result<(Tree, Vec<String>), SyncError> {
         self.scan_trusting(true).await
     }
 
     /// Scans the folder; with `trust_base`, a cached entry equal to the last-synced base is
     /// taken without looking its node up (see `scan_folder`), else every cached entry's node is
     /// checked.
-    async fn scan_trusting(&mut self, trust_base: bool) -> Result<Tree, SyncError> {
+    async fn scan_trusting(&mut self, trust_base: bool) -> Result<(Tree, Vec<String>), SyncError> {
         let root = self.options.root.clone();
         let nodes = Arc::clone(&self.nodes);
         let cache = std::mem::take(&mut self.state.scan);
@@ -903,14 +955,24 @@ impl Engine {
         };
         // Before any file is looked at: see `settle_scan_cache`.
         self.scan_stamp = fs_now(&self.options.state_dir);
-        let (tree, cache, problems) =
-            blocking(move || Ok(scan_folder(&root, nodes.as_ref(), cache, &base, &ignores)))
-                .await?;
-        self.state.scan = cache;
-        for (path, message) in problems {
+        let (scanned, cache) = blocking(move || {
+            let scanned = scan_folder(&root, nodes.as_ref(), &cache, &base, &ignores);
+            Ok((scanned, cache))
+        })
+        .await?;
+        let scanned = match scanned {
+            Ok(scanned) => scanned,
+            Err(message) => {
+                // Nothing was looked at: the next scan starts from the same cache.
+                self.state.scan = cache;
+                return Err(SyncError::Local(message));
+            }
+        };
+        self.state.scan = scanned.cache;
+        for (path, message) in scanned.problems {
             self.emit(Event::Problem { path, message });
         }
-        Ok(tree)
+        Ok((scanned.tree, scanned.unreadable))
     }
 
     // ----- pull -----
@@ -2165,7 +2227,7 @@ fn read_block(root: &Path, path: &RelPath, offset: u64, len: u32) -> Result<Vec<
 
 /// The absolute path for `path` under `root`, after checking that every parent is a real
 /// directory (never a symlink that could lead outside the folder).
-fn confined(root: &Path, path: &RelPath) -> Result<PathBuf, String> {
+pub(crate) fn confined(root: &Path, path: &RelPath) -> Result<PathBuf, String> {
     let mut full = root.to_path_buf();
     let names: Vec<&str> = path.as_str().split('/').collect();
     for (i, name) in names.iter().enumerate() {
@@ -2350,7 +2412,17 @@ fn unix_now_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-type ScanResult = (Tree, HashMap<String, ScanRecord>, Vec<(String, String)>);
+/// What a scan found.
+struct Scanned {
+    tree: Tree,
+    /// The scan cache for the next scan.
+    cache: HashMap<String, ScanRecord>,
+    /// (path, message) to report.
+    problems: Vec<(String, String)>,
+    /// Paths the scan could not look at (a directory it could not list, a file it could not
+    /// read or stat): whatever they hold now is unknown, which is not the same as gone.
+    unreadable: Vec<String>,
+}
 
 /// Walks the folder; reuses cache records whose stat matches, hashes the rest.
 ///
@@ -2358,28 +2430,59 @@ type ScanResult = (Tree, HashMap<String, ScanRecord>, Vec<(String, String)>);
 /// reads it from there). The node was stored before the record (see `Engine::save_state`), so
 /// that is checked only for entries that differ from the merge base `base`: an entry equal to
 /// its base entry is not uploaded, and a lookup per file was half of a no-change pass.
+///
+/// # Errors
+/// The folder itself cannot be listed (gone, not mounted, no permission): one line.
 fn scan_folder(
     root: &Path,
     nodes: &NodeDb,
-    cache: HashMap<String, ScanRecord>,
+    cache: &HashMap<String, ScanRecord>,
     base: &Tree,
     ignores: &Ignores,
-) -> ScanResult {
+) -> Result<Scanned, String> {
     let mut tree = Tree::new();
     let mut fresh = HashMap::with_capacity(cache.len());
     let mut problems = Vec::new();
+    let mut unreadable = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     let cfg = ChunkConfig::DEFAULT;
     let mut to_hash: Vec<(RelPath, String, PathBuf, fs::Metadata)> = Vec::new();
     while let Some((dir, prefix)) = stack.pop() {
         let read = match fs::read_dir(&dir) {
             Ok(read) => read,
+            Err(e) if prefix.is_empty() => {
+                return Err(format!(
+                    "cannot read the folder '{}': {e}; is it there, and is its drive mounted?",
+                    root.display()
+                ));
+            }
             Err(e) => {
-                problems.push((prefix.clone(), format!("cannot read the directory: {e}")));
+                let dir_path = prefix.trim_end_matches('/').to_owned();
+                problems.push((
+                    dir_path.clone(),
+                    format!("cannot read the directory: {e}; its files are left as they were"),
+                ));
+                unreadable.push(dir_path);
                 continue;
             }
         };
-        for item in read.flatten() {
+        for item in read {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    // The listing broke off: what it did not list is unknown.
+                    let dir_path = prefix.trim_end_matches('/').to_owned();
+                    if dir_path.is_empty() {
+                        return Err(format!("cannot read the folder '{}': {e}", root.display()));
+                    }
+                    problems.push((
+                        dir_path.clone(),
+                        format!("cannot read the directory: {e}; its files are left as they were"),
+                    ));
+                    unreadable.push(dir_path);
+                    break;
+                }
+            };
             let name = item.file_name();
             let Some(name) = name.to_str() else {
                 problems.push((
@@ -2407,8 +2510,17 @@ fn scan_folder(
             let full = item.path();
             // Relative to the open directory (not followed, like `symlink_metadata`): no walk
             // of the whole path per file.
-            let Ok(meta) = item.metadata() else {
-                continue;
+            let meta = match item.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    problems.push((
+                        rel_text.clone(),
+                        format!("cannot read its metadata: {e}; left as it was"),
+                    ));
+                    unreadable.push(rel_text);
+                    continue;
+                }
             };
             let kind = meta.file_type();
             if kind.is_dir() {
@@ -2428,8 +2540,17 @@ fn scan_folder(
                 continue;
             }
             let entry = if kind.is_symlink() {
-                let Ok(target) = fs::read_link(&full) else {
-                    continue;
+                let target = match fs::read_link(&full) {
+                    Ok(target) => target,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        problems.push((
+                            rel_text.clone(),
+                            format!("cannot read the symlink: {e}; left as it was"),
+                        ));
+                        unreadable.push(rel_text);
+                        continue;
+                    }
                 };
                 let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec();
                 let len = bytes.len() as u64;
@@ -2437,8 +2558,13 @@ fn scan_folder(
                     problems.push((rel_text, "the symlink target is too long".into()));
                     continue;
                 };
-                let Ok((node, _)) = nodes.put_node(&Node::Symlink(link)) else {
-                    continue;
+                let (node, _) = match nodes.put_node(&Node::Symlink(link)) {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        problems.push((rel_text.clone(), format!("{e}; retried next pass")));
+                        unreadable.push(rel_text);
+                        continue;
+                    }
                 };
                 Entry {
                     kind: Kind::Symlink,
@@ -2459,39 +2585,117 @@ fn scan_folder(
                 ));
                 continue;
             };
-            // The stat the entry was read under (ingest re-reads a file that changes).
-            let meta = fs::symlink_metadata(&full).unwrap_or(meta);
+            // Recorded under the stat taken before the link was read: a change since shows.
             fresh.insert(rel_text, scan_record(&meta, &entry));
             tree.insert(rel, entry);
         }
     }
     let hashed: Vec<_> = to_hash
         .into_par_iter()
-        .map(|(rel, rel_text, full, meta)| {
+        .map(|(rel, rel_text, full, _)| {
             let entry = hash_file(nodes, &full, &cfg);
-            (rel, rel_text, full, meta, entry)
+            (rel, rel_text, entry)
         })
         .collect();
     if !hashed.is_empty() {
         // Between scans the daemon idles: no 8 MiB chunk buffer kept per core.
         rayon::broadcast(|_| cairn_store::ingest::release_buffer());
     }
-    for (rel, rel_text, full, meta, entry) in hashed {
-        let entry = match entry {
-            Ok(Some(entry)) => entry,
+    for (rel, rel_text, entry) in hashed {
+        let (entry, meta) = match entry {
+            Ok(Some(read)) => read,
             Ok(None) => continue,
             Err(message) => {
-                problems.push((rel_text, message));
+                problems.push((rel_text.clone(), message));
+                unreadable.push(rel_text);
                 continue;
             }
         };
-        // The stat the entry was read under (ingest re-reads a file that changes).
-        let meta = fs::symlink_metadata(&full).unwrap_or(meta);
+        // Recorded under the stat the content was read under, not one taken now: an edit
+        // made since the read must not look like the content read (it would be overwritten
+        // as unchanged).
         fresh.insert(rel_text, scan_record(&meta, &entry));
         tree.insert(rel, entry);
     }
     let _ = nodes.sync();
-    (tree, fresh, problems)
+    Ok(Scanned {
+        tree,
+        cache: fresh,
+        problems,
+        unreadable,
+    })
+}
+
+/// The entries of the remote tree that its filtered `view` leaves out (ignored), in path order.
+fn ignored_entries(remote: &Tree, view: &Tree) -> Vec<(RelPath, Entry)> {
+    if remote.len() == view.len() {
+        return Vec::new();
+    }
+    remote
+        .iter()
+        .filter(|(p, _)| !view.contains_key(*p))
+        .map(|(p, e)| (p.clone(), e.clone()))
+        .collect()
+}
+
+/// The server's tree after a commit of `merged`, which was planned over the trees without
+/// ignored paths: `merged` with the remote's `ignored` entries back, where their directories
+/// still stand. The next pull diffs from this tree, so it must be all the server holds: an
+/// ignored entry left out never came back, and once its rule was removed the device neither
+/// downloaded the file nor saw the server's version when it uploaded its own.
+fn with_ignored(merged: &Arc<Tree>, ignored: &[(RelPath, Entry)]) -> Arc<Tree> {
+    if ignored.is_empty() {
+        return Arc::clone(merged);
+    }
+    let mut tree = Tree::clone(merged);
+    // In path order: a directory comes before what is in it.
+    for (path, entry) in ignored {
+        let stands = path
+            .ancestors()
+            .next()
+            .is_none_or(|parent| tree.get(&parent).is_some_and(|e| e.kind == Kind::Dir));
+        if stands && !tree.contains_key(path) {
+            tree.insert(path.clone(), entry.clone());
+        }
+    }
+    Arc::new(tree)
+}
+
+/// Puts back into the scanned tree `local` what the base held at the paths the scan could not
+/// look at (and under them): unknown is not deleted. Without this, a directory that could not
+/// be listed or a file that could not be read was missing from the scan, and its deletion
+/// went to the server and every other device.
+fn keep_unreadable(local: &mut Tree, base: &Tree, unreadable: &[String]) {
+    for path in unreadable {
+        let Ok(rel) = RelPath::parse(path) else {
+            continue;
+        };
+        for gone in subtree(local, &rel) {
+            local.remove(&gone);
+        }
+        for path in subtree(base, &rel) {
+            if let Some(entry) = base.get(&path) {
+                local.insert(path, entry.clone());
+            }
+        }
+    }
+}
+
+/// The paths of `tree` at `path` and under it.
+fn subtree(tree: &Tree, path: &RelPath) -> Vec<RelPath> {
+    let under = format!("{}/", path.as_str());
+    // In string order, the paths under `path` follow it, after names that only start alike
+    // ("a-b" sorts between "a" and "a/").
+    tree.range(path.clone()..)
+        .map(|(p, _)| p)
+        .take_while(|p| {
+            p.as_str() == path.as_str()
+                || p.as_str() <= under.as_str()
+                || p.as_str().starts_with(&under)
+        })
+        .filter(|p| p.as_str() == path.as_str() || p.as_str().starts_with(&under))
+        .cloned()
+        .collect()
 }
 
 /// What the scan cache keeps of a path read (or written) as `entry` under the stat `meta`.
@@ -2505,9 +2709,13 @@ fn scan_record(meta: &fs::Metadata, entry: &Entry) -> ScanRecord {
     }
 }
 
-/// Chunks and hashes one file and stores its node: its entry, `None` when it vanished, or the
-/// problem to report.
-fn hash_file(nodes: &NodeDb, full: &Path, cfg: &ChunkConfig) -> Result<Option<Entry>, String> {
+/// Chunks and hashes one file and stores its node: its entry and the stat it was read under,
+/// `None` when it vanished, or the problem to report.
+fn hash_file(
+    nodes: &NodeDb,
+    full: &Path,
+    cfg: &ChunkConfig,
+) -> Result<Option<(Entry, fs::Metadata)>, String> {
     match cairn_store::ingest::ingest_file(full, &HashOnly, cfg) {
         Ok(ingested) => {
             let content = content_of(&ingested.node);
@@ -2516,14 +2724,15 @@ fn hash_file(nodes: &NodeDb, full: &Path, cfg: &ChunkConfig) -> Result<Option<En
             let (node, _) = nodes
                 .put_node(&Node::File(ingested.node))
                 .map_err(|e| e.to_string())?;
-            Ok(Some(Entry {
+            let entry = Entry {
                 kind: Kind::File,
                 content,
                 node,
                 size,
                 mode,
                 mtime_ns: mtime,
-            }))
+            };
+            Ok(Some((entry, ingested.metadata)))
         }
         Err(e) if cairn_store::tree::is_vanished(&e) => Ok(None),
         Err(e) => Err(format!("{e}; retried next pass")),
@@ -2576,14 +2785,16 @@ mod tests {
             (dir, NodeDb::new(Arc::new(db)))
         };
         let (_first_dir, first) = node_cache();
-        let (tree, cache, problems) = scan_folder(
+        let scanned = scan_folder(
             folder.path(),
             &first,
-            HashMap::new(),
+            &HashMap::new(),
             &Tree::new(),
             &ignores,
-        );
-        assert!(problems.is_empty(), "{problems:?}");
+        )
+        .expect("scan");
+        assert!(scanned.problems.is_empty(), "{:?}", scanned.problems);
+        let (tree, cache) = (scanned.tree, scanned.cache);
         let path = RelPath::parse("d/f.txt").expect("path");
         let node = BlockId::from(tree[&path].node);
         assert!(first.has(&node).expect("has"));
@@ -2591,18 +2802,79 @@ mod tests {
         // A node cache without the node: an entry the base does not hold is read again, so
         // its node is there for the upload.
         let (_dir, empty) = node_cache();
-        let (again, _, _) =
-            scan_folder(folder.path(), &empty, cache.clone(), &Tree::new(), &ignores);
+        let again = scan_folder(folder.path(), &empty, &cache, &Tree::new(), &ignores)
+            .expect("scan")
+            .tree;
         assert_eq!(again, tree);
         assert!(empty.has(&node).expect("has"), "the file was read again");
 
         // An entry equal to the base's is taken from the scan cache as it is: nothing reads it.
         let (_dir, untouched) = node_cache();
-        let (same, kept, _) =
-            scan_folder(folder.path(), &untouched, cache.clone(), &tree, &ignores);
-        assert_eq!(same, tree);
-        assert_eq!(kept, cache);
+        let same = scan_folder(folder.path(), &untouched, &cache, &tree, &ignores).expect("scan");
+        assert_eq!(same.tree, tree);
+        assert_eq!(same.cache, cache);
         assert!(!untouched.has(&node).expect("has"), "the file was not read");
+    }
+
+    #[test]
+    fn what_the_scan_could_not_read_stands_as_the_base_has_it() {
+        let file = |n: u8| Entry {
+            kind: Kind::File,
+            content: [n; 32],
+            node: NodeId::from_bytes([n; 32]),
+            size: u64::from(n),
+            mode: 0o644,
+            mtime_ns: 0,
+        };
+        let tree = |entries: &[(&str, Entry)]| -> Tree {
+            entries
+                .iter()
+                .map(|(p, e)| (RelPath::parse(p).expect("path"), e.clone()))
+                .collect()
+        };
+        let base = tree(&[
+            ("d", dir_entry_value()),
+            ("d/x", file(1)),
+            ("d/y", file(2)),
+            ("d-e", file(3)),
+            ("da", file(4)),
+            ("f", file(5)),
+            ("g", file(6)),
+        ]);
+        // The scan listed d but not what is in it (a half-read listing), and could not read f.
+        let mut local = tree(&[("d", dir_entry_value()), ("d/new", file(9)), ("g", file(7))]);
+        keep_unreadable(&mut local, &base, &["d".to_owned(), "f".to_owned()]);
+        assert_eq!(
+            local,
+            tree(&[
+                ("d", dir_entry_value()),
+                ("d/x", file(1)),
+                ("d/y", file(2)),
+                ("f", file(5)),
+                ("g", file(7)),
+            ]),
+            "d's subtree and f as the base had them; names that only start alike untouched"
+        );
+    }
+
+    #[test]
+    fn a_hashed_file_is_recorded_under_the_stat_it_was_read_under() {
+        let folder = tempfile::tempdir().expect("folder");
+        let dir = tempfile::tempdir().expect("state dir");
+        let (db, _) = crate::db::StateDb::open(dir.path()).expect("state db");
+        let nodes = NodeDb::new(Arc::new(db));
+        let path = folder.path().join("f.txt");
+        fs::write(&path, b"read").expect("write");
+        let (entry, read_under) = hash_file(&nodes, &path, &ChunkConfig::DEFAULT)
+            .expect("hash")
+            .expect("there");
+        // An edit after the read (and before the scan records the file) must not look like
+        // the content read.
+        fs::write(&path, b"edited").expect("edit");
+        let record = scan_record(&read_under, &entry);
+        let now = fs::symlink_metadata(&path).expect("stat");
+        assert!(!same_stat(&record, &now), "the edit shows");
+        assert_eq!(record.size, 4);
     }
 
     #[test]

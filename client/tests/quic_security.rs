@@ -44,6 +44,11 @@ fn tree_with(blocks: &[&[u8]], size: u64) -> (Vec<u8>, Vec<u8>, NodeId) {
             len: u32::try_from(b.len()).expect("small"),
         })
         .collect();
+    tree_of(refs, size)
+}
+
+/// A root with one file of the blocks `refs` (lengths as given), claiming `size`.
+fn tree_of(refs: Vec<BlockRef>, size: u64) -> (Vec<u8>, Vec<u8>, NodeId) {
     let file = Node::File(FileNode::new(0o644, 0, refs).expect("file"));
     let entry = DirEntry {
         name: Name::new(b"f.txt".to_vec()).expect("name"),
@@ -151,6 +156,25 @@ async fn forged_commits_are_refused() {
         .await
         .expect("put");
     assert_eq!(code(remote.commit(0, root).await), ErrorCode::InvalidTree);
+    // A file node that lies about its block's length, shorter (to store more than the usage
+    // counts) or longer (reads past the block's end), with a directory entry that agrees.
+    for len in [1u32, 100] {
+        let refs = vec![BlockRef {
+            id: BlockId::of(&data),
+            len,
+        }];
+        let (root_bytes, file_bytes, root) = tree_of(refs, u64::from(len));
+        remote
+            .put_blocks(vec![data.clone(), file_bytes, root_bytes])
+            .await
+            .expect("put");
+        assert_eq!(
+            code(remote.commit(0, root).await),
+            ErrorCode::InvalidTree,
+            "a block of {} bytes claimed as {len}",
+            data.len()
+        );
+    }
     // A root that is a file node.
     let (_, file_bytes, _) = tree_with(&[&data], data.len() as u64);
     remote

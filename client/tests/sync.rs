@@ -293,6 +293,19 @@ async fn without_conflict_copies_the_loser_is_kept_in_the_version_history() {
         ],
         "newest first"
     );
+    // The loser is in no commit's tree, only in the history: the collector keeps it as long
+    // as the history lists it.
+    let report = cairn_server::jobs::collect_garbage(&server.state, std::time::Duration::ZERO)
+        .await
+        .expect("collect");
+    assert!(!report.skipped, "{report:?}");
+    for (v, (text, _)) in versions.iter().zip(&seen) {
+        let n = v["version"].as_u64().expect("n");
+        let response = get(format!("/files/{id}/download?version={n}")).await;
+        assert_eq!(response.status(), 200, "version {n} after a collection");
+        let bytes = response.bytes().await.expect("body");
+        assert_eq!(String::from_utf8_lossy(&bytes), *text, "version {n}");
+    }
     // Nothing left to do, on either side.
     assert!(a.sync().await.in_sync);
     assert!(b.sync().await.in_sync);
@@ -869,4 +882,160 @@ async fn a_directory_made_anew_at_the_path_is_compared_from_scratch() {
     let (mut engine, mut events) = open_engine(&root, state.path());
     assert!(!engine.bind("").expect("bind"));
     assert!(warnings(&mut events).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_engine_whose_folder_goes_away_deletes_nothing() {
+    let server = start_server(1 << 30).await;
+    let token = token(&server, "unmounted").await;
+    let home = tempfile::tempdir().expect("home");
+    let root = home.path().join("Cairn");
+    let state = tempfile::tempdir().expect("state");
+    std::fs::create_dir(&root).expect("mkdir");
+    std::fs::write(root.join("a.txt"), b"apple").expect("write");
+    std::fs::write(root.join("b.txt"), b"banana").expect("write");
+    let (mut engine, mut events) = open_engine(&root, state.path());
+    engine.bind("").expect("bind");
+    let remote = connect(&server, &token, "default").await;
+    assert_eq!(engine.pass(&remote).await.expect("pass").uploaded, 2);
+
+    // The folder goes away under the running engine (its drive is unmounted, or it is moved
+    // or removed): the pass fails, and deletes nothing.
+    std::fs::rename(&root, home.path().join("elsewhere")).expect("mv");
+    match engine.pass(&remote).await {
+        Err(SyncError::Local(message)) => {
+            assert!(message.contains("cannot read the folder"), "{message}");
+        }
+        other => panic!("a missing folder must fail the pass: {other:?}"),
+    }
+    assert_eq!(server_files(&server, &token).await, ["a.txt", "b.txt"]);
+
+    // An empty directory at the path (the mount point under an unmounted drive) is another
+    // directory: compared from scratch, with a warning, deleting nothing.
+    std::fs::create_dir(&root).expect("mkdir");
+    let _ = warnings(&mut events);
+    let pass = engine.pass(&remote).await.expect("pass");
+    assert_eq!((pass.deleted_remote, pass.downloaded), (0, 2), "{pass:?}");
+    let told = warnings(&mut events);
+    assert!(
+        told.len() == 1 && told[0].contains("not the directory"),
+        "{told:?}"
+    );
+    assert_eq!(server_files(&server, &token).await, ["a.txt", "b.txt"]);
+    assert!(engine.pass(&remote).await.expect("pass").in_sync);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_cannot_be_read_is_left_as_it_was_not_deleted() {
+    let server = start_server(1 << 32).await;
+    let token = token(&server, "busy").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    let content = pseudo_random(16 << 20, 11);
+    a.write("vm.img", &content);
+    a.write("notes.txt", b"v1");
+    a.sync().await;
+    b.sync().await;
+
+    // Something keeps writing to vm.img (a running VM, a log, a database): every read of it
+    // sees it change, so the scan cannot read it. A file it cannot read is not a deleted file.
+    let path = a.root.join("vm.img");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .expect("open");
+            let mut tick = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                tick += 1;
+                let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + tick);
+                file.set_modified(when).expect("touch");
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    a.write("notes.txt", b"v2");
+    let pass = a.sync().await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("writer");
+    assert_eq!(pass.deleted_remote, 0, "{pass:?}");
+    assert!(pass.problems >= 1 && !pass.in_sync, "{pass:?}");
+    assert_eq!(pass.uploaded, 1, "notes.txt still goes: {pass:?}");
+    let pulled = b.sync().await;
+    assert_eq!(pulled.deleted_local, 0, "{pulled:?}");
+    assert_eq!(
+        std::fs::read(b.root.join("vm.img")).expect("vm.img"),
+        content
+    );
+    assert_eq!(
+        std::fs::read(b.root.join("notes.txt")).expect("notes"),
+        b"v2"
+    );
+
+    // Once it can be read, it is synced as usual (only its time changed: no block to send).
+    let settled = a.sync().await;
+    assert_eq!(
+        (settled.deleted_remote, settled.bytes_up),
+        (0, 0),
+        "{settled:?}"
+    );
+    assert!(settled.in_sync || a.sync().await.in_sync);
+    b.sync().await;
+    assert_eq!(snapshot(&a.root), snapshot(&b.root));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_ignored_for_a_while_are_seen_as_the_server_has_them_once_the_rule_goes() {
+    let server = start_server(1 << 32).await;
+    let token = token(&server, "ignoring").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    a.write("x.log", b"x v1");
+    a.write("y.log", b"y v1");
+    a.sync().await;
+    b.sync().await;
+    // a ignores the logs; b edits both before it has the rule.
+    a.write(".cairnignore", b"*.log\n");
+    a.sync().await;
+    b.write("x.log", b"x v2 from b");
+    b.write("y.log", b"y v2 from b");
+    assert_eq!(b.sync().await.uploaded, 2);
+    let ignoring = a.sync().await;
+    assert_eq!(
+        (ignoring.downloaded, ignoring.uploaded),
+        (0, 0),
+        "{ignoring:?}"
+    );
+    assert_eq!(std::fs::read(a.root.join("y.log")).expect("y"), b"y v1");
+
+    // The rule goes. x.log, deleted on a while ignored, comes back as the server has it; y.log,
+    // still the old version on a, is not sent over the server's newer one: both are kept.
+    std::fs::remove_file(a.root.join("x.log")).expect("rm");
+    std::fs::remove_file(a.root.join(".cairnignore")).expect("rm");
+    let back = a.sync().await;
+    assert_eq!(back.deleted_remote, 1, "only the rules file: {back:?}");
+    assert_eq!(back.conflicts, 1, "{back:?}");
+    assert_eq!(
+        std::fs::read(a.root.join("x.log")).expect("x"),
+        b"x v2 from b"
+    );
+    assert_eq!(
+        std::fs::read(a.root.join("y.log")).expect("y"),
+        b"y v2 from b"
+    );
+    let copies: Vec<Vec<u8>> = snapshot(&a.root)
+        .into_iter()
+        .filter(|(path, _)| path.starts_with("y (conflict"))
+        .map(|(_, (bytes, _))| bytes)
+        .collect();
+    assert_eq!(copies, [b"y v1".to_vec()]);
+    a.sync().await;
+    // b's first pass still scans under its copy of the rule (the copy's name ends in .log),
+    // and learns that the rule went; the next one fetches what the rule had hidden.
+    b.sync().await;
+    b.sync().await;
+    assert_eq!(snapshot(&a.root), snapshot(&b.root));
 }

@@ -392,6 +392,14 @@ fn apply(
             Err(cairn_store::Error::InvalidName { .. }) => None,
             Err(err) => return Err(err.to_string()),
         };
+        if entry.is_some() && previous.as_ref().is_some_and(|e| e.kind == EntryKind::Dir) {
+            // Put in its place, the file would drop the directory's tree while its files
+            // stayed listed (and counted) in the index.
+            outcomes.push(Err(Rejection::PathConflict(format!(
+                "cannot write '{path}': a directory is there; to put the file in it, give a path inside it"
+            ))));
+            continue;
+        }
         let previous_file = previous.as_ref().filter(|e| e.kind == EntryKind::File);
         if entry.is_none() && previous_file.is_none() {
             outcomes.push(Err(Rejection::NotFound));

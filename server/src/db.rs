@@ -887,6 +887,19 @@ async fn force_usage(conn: &mut AnyConnection, user_id: i64, delta: i64) -> DbRe
     Ok(true)
 }
 
+/// The name of the folder with id `folder_id`.
+///
+/// # Errors
+/// SQL errors.
+pub async fn folder_name(db: &Db, folder_id: i64) -> DbResult<Option<String>> {
+    let row = sqlx::query("SELECT name FROM folders WHERE id = $1")
+        .bind(folder_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.map(|r| r.try_get::<String, _>("name").map_err(DbError::from))
+        .transpose()
+}
+
 /// Every folder's head root, for `cairn-server check`.
 ///
 /// # Errors
@@ -897,6 +910,21 @@ pub async fn all_roots(db: &Db) -> DbResult<Vec<String>> {
         .await?;
     rows.iter()
         .map(|r| r.try_get::<String, _>("root").map_err(DbError::from))
+        .collect()
+}
+
+/// The file (or symlink) node of every version in the history (deletions have none): a conflict's
+/// losing version kept in the history (`commit_root`'s `kept`) is in no commit's tree, so the
+/// collector and `cairn-server check` start from these as well as from [`all_roots`].
+///
+/// # Errors
+/// SQL errors.
+pub async fn version_nodes(db: &Db) -> DbResult<Vec<String>> {
+    let rows = sqlx::query("SELECT DISTINCT hash FROM file_versions WHERE deleted = 0")
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>("hash").map_err(DbError::from))
         .collect()
 }
 
@@ -997,6 +1025,35 @@ pub async fn objects_state(
         }
     }
     Ok(known)
+}
+
+/// The sizes the folder's uploads of `ids` (hex) had, for those uploaded and not committed yet:
+/// the server measured them, so a commit's file nodes must give the same block lengths.
+///
+/// # Errors
+/// SQL errors.
+pub async fn uploaded_sizes(
+    db: &Db,
+    folder_id: i64,
+    ids: &[String],
+) -> DbResult<std::collections::HashMap<String, i64>> {
+    let mut sizes = std::collections::HashMap::with_capacity(ids.len());
+    for batch in ids.chunks(OBJECT_BATCH_LEN) {
+        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT id, size FROM folder_objects WHERE folder_id = $1 AND committed = 0 AND id IN ({})",
+            placeholders.join(", ")
+        );
+        // Only placeholders are formatted in; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(folder_id);
+        for id in batch {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(&db.pool).await? {
+            sizes.insert(row.try_get::<String, _>("id")?, row.try_get("size")?);
+        }
+    }
+    Ok(sizes)
 }
 
 /// Records `ids` (hex) as committed by the folder (readable, and no longer pending): rows the

@@ -335,6 +335,22 @@ async fn claim_gc_lease(state: &AppState) -> Result<Option<i64>, String> {
     Ok(claimed.then_some(until))
 }
 
+/// Every version's node (see [`db::version_nodes`]), parsed.
+///
+/// # Errors
+/// SQL errors, or an id that does not parse (nothing is collected then).
+async fn version_nodes(state: &AppState) -> Result<Vec<NodeId>, String> {
+    db::version_nodes(&state.db)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|r| {
+            r.parse()
+                .map_err(|e: cairn_store::IdParseError| e.to_string())
+        })
+        .collect()
+}
+
 async fn collect_garbage_leased(state: &AppState, grace: Duration) -> Result<GcReport, String> {
     // Roots are read before the walk: a commit made during the walk references only blocks that
     // are either reachable from an older root or young, so neither is deleted.
@@ -349,6 +365,7 @@ async fn collect_garbage_leased(state: &AppState, grace: Duration) -> Result<GcR
         })
         .collect::<Result<_, _>>()?;
     roots.push(state.empty_root);
+    let versions = version_nodes(state).await?;
     let cutoff = started.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
     // Uploads as old as the blocks about to go stop counting against their owners' quota (and
     // stop being readable by their folders: a commit naming them must upload them again).
@@ -360,7 +377,8 @@ async fn collect_garbage_leased(state: &AppState, grace: Duration) -> Result<GcR
         .map_err(|e| e.to_string())?;
     let store = Arc::clone(&state.store);
     tokio::task::spawn_blocking(move || {
-        let live = reachable(store.as_ref(), &roots).map_err(|e| format!("not collecting: {e}"))?;
+        let live = reachable(store.as_ref(), &roots, &versions)
+            .map_err(|e| format!("not collecting: {e}"))?;
         let mut report = GcReport {
             live: live.len() as u64,
             uploads_expired,

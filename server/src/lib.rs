@@ -208,12 +208,20 @@ impl Server {
             .iter()
             .filter_map(|r| r.parse().ok())
             .collect();
+        let versions: Vec<NodeId> = db::version_nodes(&self.state.db)
+            .await?
+            .iter()
+            .filter_map(|r| r.parse().ok())
+            .collect();
         let store = Arc::clone(&self.state.store);
         let options = FsckOptions {
             verify_data: true,
             scan_unreferenced: true,
         };
-        Ok(tokio::task::spawn_blocking(move || fsck(store.as_ref(), &roots, &options)).await??)
+        Ok(
+            tokio::task::spawn_blocking(move || fsck(store.as_ref(), &roots, &versions, &options))
+                .await??,
+        )
     }
 }
 

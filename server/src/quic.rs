@@ -421,42 +421,75 @@ async fn send_blocks(
     } else {
         Response::Blocks { count }
     };
-    // Read everything first so a missing block is an error frame, not a truncated answer; the
-    // request's size is bounded by IDS_PER_REQUEST_MAX and the client batches by bytes.
-    let mut blocks = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(16) {
+    // Read and sent a window at a time, the next window read while this one is sent: a
+    // request may name IDS_PER_REQUEST_MAX blocks of up to 16 MiB (the same one again and
+    // again), so reading it whole first would let one request claim gigabytes. The first
+    // window is read before the answer starts, so a missing block there (the usual case: a
+    // small request) is an error frame; a later one resets the stream.
+    let read_window = |start: usize| {
         let store = Arc::clone(&state.store);
-        let chunk = chunk.to_vec();
-        let read = tokio::task::spawn_blocking(move || {
-            chunk
-                .iter()
-                .map(|id| store.get(id))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| Refusal::internal(&e))?;
-        match read {
-            Ok(mut read) => blocks.append(&mut read),
-            Err(cairn_store::Error::BlockMissing(id)) => {
-                return Err(Refusal(ErrorCode::NotFound, format!("block {id} is gone")));
+        let ids = ids[start..ids.len().min(start + SEND_WINDOW_BLOCKS)].to_vec();
+        tokio::task::spawn_blocking(move || {
+            let mut blocks = Vec::new();
+            let mut bytes = 0;
+            for id in &ids {
+                if bytes >= SEND_WINDOW_BYTES {
+                    break;
+                }
+                let block = store.get(id)?;
+                bytes += block.len();
+                blocks.push(block);
             }
-            Err(err) => return Err(Refusal::internal(&err)),
+            Ok::<_, cairn_store::Error>(blocks)
+        })
+    };
+    let first = read_window(0).await.map_err(|e| Refusal::internal(&e))?;
+    let mut window = match first {
+        Ok(window) => window,
+        Err(cairn_store::Error::BlockMissing(id)) => {
+            return Err(Refusal(ErrorCode::NotFound, format!("block {id} is gone")));
         }
-    }
+        Err(err) => return Err(Refusal::internal(&err)),
+    };
     write_control(send, &header)
         .await
         .map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
-    state
-        .metrics
-        .quic_sent(blocks.iter().map(|b| b.len() as u64).sum());
-    for block in blocks {
-        if write_raw(send, block).await.is_err() {
-            // The client went away; nothing to answer.
-            return Ok(());
+    let mut next = window.len();
+    loop {
+        let ahead = (next < ids.len()).then(|| read_window(next));
+        state
+            .metrics
+            .quic_sent(window.iter().map(|b| b.len() as u64).sum());
+        for block in window {
+            if write_raw(send, block).await.is_err() {
+                // The client went away; nothing to answer.
+                return Ok(());
+            }
         }
+        let Some(ahead) = ahead else {
+            return Ok(());
+        };
+        window = match ahead.await {
+            Ok(Ok(window)) => window,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "a block could not be read mid-answer; the stream is reset");
+                let _ = send.reset(quinn::VarInt::from_u32(STREAM_RESET_READ_FAILED));
+                return Ok(());
+            }
+            Err(err) => return Err(Refusal::internal(&err)),
+        };
+        next += window.len();
     }
-    Ok(())
 }
+
+/// Blocks and bytes of one window of an answer to `GetBlocks` or `GetNodes` (see
+/// `send_blocks`): at most two windows of a stream are in memory at once.
+const SEND_WINDOW_BLOCKS: usize = 16;
+const SEND_WINDOW_BYTES: usize = 4 * 1024 * 1024;
+
+/// The QUIC error code of a stream reset because a block it was answering with could not be
+/// read.
+const STREAM_RESET_READ_FAILED: u32 = 1;
 
 async fn lacking(state: &AppState, folder_id: i64, ids: &[BlockId]) -> Result<Vec<u32>, Refusal> {
     let hex: Vec<String> = ids.iter().map(ToString::to_string).collect();

@@ -117,8 +117,10 @@ pub async fn new_objects_keeping(
         let (children, blocks) = tokio::task::spawn_blocking(move || read_level(&*store, &todo))
             .await
             .map_err(|e| internal(&e))??;
-        let blocks: Vec<BlockId> = blocks
-            .into_iter()
+        let claims = blocks;
+        let blocks: Vec<BlockId> = claims
+            .iter()
+            .map(|(id, _)| *id)
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
@@ -145,6 +147,9 @@ pub async fn new_objects_keeping(
             check.push(id);
             out.push(hex);
         }
+        if require_known {
+            check_lengths(state, folder_id, &check, &claims).await?;
+        }
         check.extend(recheck);
         let store = std::sync::Arc::clone(&state.store);
         let ids = check.clone();
@@ -167,7 +172,39 @@ pub async fn new_objects_keeping(
     ))
 }
 
-type Level = (Vec<(NodeId, Expect)>, Vec<BlockId>);
+/// Every block a new file node names with a length must have been uploaded with that length:
+/// usage counts file sizes, which are the sum of these lengths, while the upload was charged
+/// what was received. (A block the folder committed before was checked against the node that
+/// brought it; one stored again after collection has no recorded length, and is checked when
+/// read.)
+async fn check_lengths(
+    state: &AppState,
+    folder_id: i64,
+    uploaded: &[BlockId],
+    claims: &[(BlockId, u32)],
+) -> Result<(), TreeError> {
+    if uploaded.is_empty() {
+        return Ok(());
+    }
+    let hex: Vec<String> = uploaded.iter().map(ToString::to_string).collect();
+    let sizes = db::uploaded_sizes(&state.db, folder_id, &hex)
+        .await
+        .map_err(|e| TreeError::Internal(e.to_string()))?;
+    for (id, len) in claims {
+        if let Some(size) = sizes.get(&id.to_string())
+            && *size != i64::from(*len)
+        {
+            return Err(TreeError::Invalid(format!(
+                "a file node says {len} bytes for block {id}, which has {size}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A level's children to walk next, and the data blocks its file nodes name with their
+/// lengths.
+type Level = (Vec<(NodeId, Expect)>, Vec<(BlockId, u32)>);
 
 /// Reads and checks one level's nodes; returns their children and the data blocks they name.
 fn read_level(
@@ -223,7 +260,7 @@ fn read_level(
             Node::DirIndex(index) => {
                 children.extend(index.children().iter().map(|c| (c.child, Expect::Dir)));
             }
-            Node::File(file) => blocks.extend(file.blocks().iter().map(|b| b.id)),
+            Node::File(file) => blocks.extend(file.blocks().iter().map(|b| (b.id, b.len))),
             Node::Symlink(_) => {}
         }
     }

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 
 use crate::dir::read_dir_with_nodes;
-use crate::node::{EntryKind, Node};
+use crate::node::{DirEntry, EntryKind, Node};
 use crate::{BlockId, BlockStore, Error, NodeId, NodeStore, Result};
 
 /// What [`fsck`] checks.
@@ -56,7 +56,8 @@ impl FsckReport {
     }
 }
 
-/// Checks the trees rooted at `roots` (directory node ids).
+/// Checks the trees rooted at `roots` (directory node ids), and the file or symlink nodes
+/// `files` that no tree may hold (versions kept only in a folder's history).
 ///
 /// # Errors
 /// Only when the store cannot be listed for [`FsckOptions::scan_unreferenced`]; everything
@@ -64,13 +65,14 @@ impl FsckReport {
 pub fn fsck(
     store: &(impl BlockStore + ?Sized),
     roots: &[NodeId],
+    files: &[NodeId],
     opts: &FsckOptions,
 ) -> Result<FsckReport> {
     let Walked {
         nodes: seen_nodes,
         data,
         problems,
-    } = walk(store, roots);
+    } = walk(store, roots, files, true);
     let mut report = FsckReport {
         problems,
         ..FsckReport::default()
@@ -123,7 +125,16 @@ struct Walked {
 }
 
 /// Walks every tree from `roots`, loading every node (which re-hashes it) but no data block.
-fn walk(store: &(impl BlockStore + ?Sized), roots: &[NodeId]) -> Walked {
+/// With `strict`, a directory's chunks are read as a reader reads them (levels and name order
+/// checked, see [`read_dir_with_nodes`]); without, as the collector must: everything a chunk
+/// references is reached, whatever its order. A tree a client got committed with its chunks
+/// out of order must not stop every collection for everyone (it is the fsck's to report).
+fn walk(
+    store: &(impl BlockStore + ?Sized),
+    roots: &[NodeId],
+    files: &[NodeId],
+    strict: bool,
+) -> Walked {
     let mut problems = Vec::new();
     let mut seen_nodes: HashSet<NodeId> = HashSet::new();
     let mut data: HashMap<BlockId, (u32, String)> = HashMap::new();
@@ -131,11 +142,41 @@ fn walk(store: &(impl BlockStore + ?Sized), roots: &[NodeId]) -> Walked {
     let mut problem = |location: &str, id: BlockId, error: Error| {
         report_problem(&mut problems, location, id, error);
     };
+    // Files first, each found by its id (no path names it).
+    for &file in files {
+        if !seen_nodes.insert(file) {
+            continue;
+        }
+        let location = format!("(version {file})");
+        match store.get_node(&file) {
+            Ok(Node::File(node)) => {
+                for block in node.blocks() {
+                    data.entry(block.id)
+                        .or_insert_with(|| (block.len, location.clone()));
+                }
+            }
+            Ok(Node::Symlink(_)) => {}
+            Ok(other) => {
+                let error = Error::NodeKind {
+                    id: file,
+                    found: other.kind_str(),
+                    expected: "file",
+                };
+                problem(&location, file.into(), error);
+            }
+            Err(error) => problem(&location, file.into(), error),
+        }
+    }
     while let Some((dir_id, location)) = dirs.pop() {
         if !seen_nodes.insert(dir_id) {
             continue;
         }
-        let (entries, nodes) = match read_dir_with_nodes(store, &dir_id) {
+        let read = if strict {
+            read_dir_with_nodes(store, &dir_id)
+        } else {
+            read_dir_lenient(store, &dir_id)
+        };
+        let (entries, nodes) = match read {
             Ok(found) => found,
             Err(error) => {
                 problem(&location, dir_id.into(), error);
@@ -193,14 +234,47 @@ fn walk(store: &(impl BlockStore + ?Sized), roots: &[NodeId]) -> Walked {
 /// # Errors
 /// The first problem found (a missing or damaged node): a collector must not delete anything
 /// when it cannot see the whole tree, since the blocks below a missing node would look unused.
-pub fn reachable(store: &(impl BlockStore + ?Sized), roots: &[NodeId]) -> Result<HashSet<BlockId>> {
-    let walked = walk(store, roots);
+///
+/// `roots` are directory nodes; `files` are file or symlink nodes that no tree may hold
+/// (versions kept only in a folder's history), kept with their blocks.
+pub fn reachable(
+    store: &(impl BlockStore + ?Sized),
+    roots: &[NodeId],
+    files: &[NodeId],
+) -> Result<HashSet<BlockId>> {
+    let walked = walk(store, roots, files, false);
     if let Some(problem) = walked.problems.into_iter().next() {
         return Err(problem.error);
     }
     let mut live: HashSet<BlockId> = walked.nodes.into_iter().map(BlockId::from).collect();
     live.extend(walked.data.into_keys());
     Ok(live)
+}
+
+/// A directory's entries and chunk nodes, reached through every index child whatever its level
+/// or the name it gives (see [`walk`]).
+fn read_dir_lenient(
+    store: &(impl BlockStore + ?Sized),
+    root: &NodeId,
+) -> Result<(Vec<DirEntry>, Vec<NodeId>)> {
+    let mut entries = Vec::new();
+    let mut nodes = Vec::new();
+    let mut stack = vec![*root];
+    while let Some(id) = stack.pop() {
+        nodes.push(id);
+        match store.get_node(&id)? {
+            Node::DirLeaf(leaf) => entries.extend(leaf.into_entries()),
+            Node::DirIndex(index) => stack.extend(index.children().iter().map(|c| c.child)),
+            other => {
+                return Err(Error::NodeKind {
+                    id,
+                    found: other.kind_str(),
+                    expected: "directory",
+                });
+            }
+        }
+    }
+    Ok((entries, nodes))
 }
 
 fn report_problem(problems: &mut Vec<FsckProblem>, location: &str, id: BlockId, error: Error) {

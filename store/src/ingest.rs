@@ -88,7 +88,7 @@ fn store_batches<E: From<Error>>(
 }
 
 /// A stored file and what storing it cost.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct IngestedFile {
     /// The file's node (not yet stored itself).
     pub node: FileNode,
@@ -96,6 +96,9 @@ pub struct IngestedFile {
     pub new_blocks: u64,
     /// Bytes added to the store.
     pub stored_size: u64,
+    /// The stat the content was read under (the same before and after the read): a change to
+    /// the file since shows in its size, mtime or ctime.
+    pub metadata: Metadata,
 }
 
 // Each thread keeps one chunk buffer: a fresh 8 MiB buffer per file was 20% of an ingest of
@@ -140,6 +143,7 @@ pub fn ingest_file(
                 node,
                 new_blocks: ingested.new_blocks,
                 stored_size: ingested.stored_size,
+                metadata: before,
             });
         }
     }

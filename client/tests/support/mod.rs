@@ -16,6 +16,8 @@ pub(crate) struct TestServer {
     pub(crate) http: String,
     pub(crate) quic: SocketAddr,
     pub(crate) fingerprint: String,
+    /// The server's state, for its jobs (garbage collection).
+    pub(crate) state: cairn_server::api::AppState,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -45,6 +47,7 @@ pub(crate) async fn start_server(quota: u64) -> TestServer {
     };
     let server = Server::start(config).await.expect("server starts");
     let quic = server.quic_addr().expect("QUIC runs");
+    let state = server.state();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = server
@@ -67,6 +70,7 @@ pub(crate) async fn start_server(quota: u64) -> TestServer {
             .as_str()
             .expect("fingerprint")
             .to_owned(),
+        state,
         _dir: dir,
         _stop: stop,
     }

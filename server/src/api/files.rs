@@ -492,6 +492,14 @@ pub async fn download(
                         tracing::error!(error = %err, "download failed mid-stream");
                         std::io::Error::other(err)
                     })?;
+                if data.len() < skip + take {
+                    // The file node claims more bytes than the block holds (commits check new
+                    // blocks' lengths; this guards what was stored before they did).
+                    tracing::error!(block = %id, "a file node claims more than its block holds");
+                    return Err(std::io::Error::other(format!(
+                        "block {id} is shorter than its file node says"
+                    )));
+                }
                 Ok::<_, std::io::Error>(Bytes::from(data).slice(skip..skip + take))
             }
         })
@@ -590,7 +598,11 @@ pub async fn remove(
         return Err(ApiError::NotFound("file"));
     }
     let path = RelPath::parse(&file.path).map_err(ApiError::internal)?;
-    commit_path(&state, user.id, DEFAULT_FOLDER, &path, None, "rest").await?;
+    // In the file's own folder (its id may come from any folder's change events).
+    let folder = db::folder_name(&state.db, file.folder_id)
+        .await?
+        .ok_or(ApiError::NotFound("file"))?;
+    commit_path(&state, user.id, &folder, &path, None, "rest").await?;
     let target = format!("file {file_id} '{}'", file.path);
     audit_target(
         &state,

@@ -1,11 +1,19 @@
 //! `/folders`: listing, creating, and a folder's commits (snapshots) with paging.
 
+use cairn_protocol::path::RelPath;
+use cairn_server::commit::commit_path;
+use cairn_store::NodeStore;
+use cairn_store::node::{DirEntry, EntryKind, FileNode, Name, Node};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{Engine, TestServer, assert_error, bytes};
 
-crate::both_databases!(folders_and_commits, list_filters);
+crate::both_databases!(
+    folders_and_commits,
+    list_filters,
+    a_file_is_deleted_in_its_own_folder
+);
 
 async fn folders_and_commits(engine: Engine) {
     let server = TestServer::start(engine).await;
@@ -229,4 +237,73 @@ async fn list_filters(engine: Engine) {
         "invalid_query",
     )
     .await;
+}
+
+/// `DELETE /files/{id}` takes an id from any of the owner's folders (their change events carry
+/// them): the file is deleted in its own folder, and a file at the same path in `default` stays.
+async fn a_file_is_deleted_in_its_own_folder(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (token, _) = server.user("hal").await;
+    let owner = server.user_id("hal").await;
+    let created = server
+        .client
+        .post(server.url("/folders"))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "photos" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(
+        server
+            .upload(&token, "a.bin", bytes(1000, 1))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let node = Node::File(FileNode::new(0o644, 0, Vec::new()).expect("empty file"));
+    let (child, _) = server.state.store.put_node(&node).expect("put node");
+    let entry = DirEntry {
+        name: Name::new(b"a.bin".to_vec()).expect("name"),
+        kind: EntryKind::File,
+        size: 0,
+        mtime_ns: 0,
+        mode: 0o644,
+        child,
+    };
+    let path = RelPath::parse("a.bin").expect("path");
+    let in_photos = commit_path(&server.state, owner, "photos", &path, Some(entry), "test")
+        .await
+        .expect("commit");
+
+    let deleted = server.delete_file(&token, in_photos.file.id).await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let listed: Value = server
+        .get(&token, "/folders")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let files = |name: &str| {
+        listed["folders"]
+            .as_array()
+            .expect("folders")
+            .iter()
+            .find(|f| f["name"] == name)
+            .map(|f| (f["head"]["seq"].as_u64(), f["files"].as_u64()))
+    };
+    assert_eq!(files("photos"), Some((Some(2), Some(0))), "{listed}");
+    assert_eq!(files("default"), Some((Some(1), Some(1))), "{listed}");
+    let default: Value = server
+        .get(&token, "/files/?path=a.bin")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(default["files"][0]["size"], 1000, "{default}");
+    // Deleted once; a second time it is gone.
+    assert_eq!(
+        server.delete_file(&token, in_photos.file.id).await.status(),
+        StatusCode::NOT_FOUND
+    );
 }

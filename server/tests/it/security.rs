@@ -230,6 +230,21 @@ async fn forged_uploads_are_refused(engine: Engine) {
         "path_conflict",
     )
     .await;
+    // Nor does a file replace a directory: its files would leave the tree and stay listed.
+    assert_eq!(
+        server
+            .upload(&token, "d/a", b"in d".to_vec())
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let refused = assert_error(
+        server.upload(&token, "d", b"x".to_vec()).await,
+        StatusCode::CONFLICT,
+        "path_conflict",
+    )
+    .await;
+    assert!(refused.contains("a directory is there"), "{refused}");
     let listing: Value = server
         .get(&token, "/files/")
         .await
@@ -238,9 +253,16 @@ async fn forged_uploads_are_refused(engine: Engine) {
         .expect("json");
     assert_eq!(
         listing["files"].as_array().map(Vec::len),
-        Some(1),
-        "nothing forged was stored: {listing}"
+        Some(2),
+        "nothing forged was stored, d/a stays: {listing}"
     );
+    let d_a = server
+        .get(&token, "/files/?path=d/a")
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(d_a["files"][0]["size"], 4, "{d_a}");
     let malformed = server
         .client
         .post(server.url("/auth/login"))

@@ -157,7 +157,7 @@ fn fsck_finds_missing_corrupt_and_stray_blocks() {
         verify_data: true,
         scan_unreferenced: true,
     };
-    let clean = fsck(&store, &[built.root], &full).expect("fsck");
+    let clean = fsck(&store, &[built.root], &[], &full).expect("fsck");
     assert!(clean.is_clean(), "{:?}", clean.problems);
     assert_eq!(clean.unreferenced_blocks, 0);
     assert_eq!(clean.data_size, 6 + 1_500_000);
@@ -194,6 +194,7 @@ fn fsck_finds_missing_corrupt_and_stray_blocks() {
     let quick = fsck(
         &store,
         &[built.root],
+        &[],
         &FsckOptions {
             verify_data: false,
             scan_unreferenced: false,
@@ -205,7 +206,7 @@ fn fsck_finds_missing_corrupt_and_stray_blocks() {
         1,
         "existence check finds only the missing block"
     );
-    let report = fsck(&store, &[built.root], &full).expect("fsck");
+    let report = fsck(&store, &[built.root], &[], &full).expect("fsck");
     assert_eq!(report.unreferenced_blocks, 1);
     let mut found: Vec<String> = report
         .problems
@@ -237,6 +238,7 @@ fn fsck_reports_a_missing_directory_node() {
     let report = fsck(
         &store,
         &[built.root],
+        &[],
         &FsckOptions {
             verify_data: true,
             scan_unreferenced: false,
@@ -246,4 +248,81 @@ fn fsck_reports_a_missing_directory_node() {
     assert_eq!(report.problems.len(), 1);
     assert_eq!(report.problems[0].location, "docs");
     assert!(matches!(report.problems[0].error, Error::BlockMissing(_)));
+}
+
+/// A directory index that names the wrong first entry of a chunk decodes (its own names are
+/// sorted), and a client could get a server to commit one: readers and the fsck refuse it, but
+/// the collector must still see everything it references, or one such tree stops every
+/// collection. Version nodes no tree holds are reached too.
+#[test]
+fn the_collector_reaches_through_a_misnamed_index_and_kept_versions() {
+    use crate::fsck::reachable;
+    use crate::node::{DirEntry, DirIndex, DirLeaf, EntryKind, FileNode, IndexEntry, Name};
+
+    let store = MemBlockStore::new();
+    let file = |store: &MemBlockStore, text: &[u8]| {
+        let put = store.put(text).expect("put");
+        let node = Node::File(
+            FileNode::new(
+                0o644,
+                0,
+                vec![crate::node::BlockRef {
+                    id: put.id,
+                    len: u32::try_from(text.len()).expect("small"),
+                }],
+            )
+            .expect("file"),
+        );
+        store.put_node(&node).expect("put node").0
+    };
+    let entry = |name: &str, child: NodeId, size: u64| DirEntry {
+        name: Name::new(name.as_bytes().to_vec()).expect("name"),
+        kind: EntryKind::File,
+        size,
+        mtime_ns: 0,
+        mode: 0o644,
+        child,
+    };
+    let a = file(&store, b"aa");
+    let b = file(&store, b"bbb");
+    let leaf = |e: DirEntry| {
+        let node = Node::DirLeaf(DirLeaf::new(vec![e]).expect("leaf"));
+        store.put_node(&node).expect("put leaf").0
+    };
+    let (leaf_a, leaf_b) = (leaf(entry("a", a, 2)), leaf(entry("b", b, 3)));
+    let index_child = |first: &str, child: NodeId, size: u64| IndexEntry {
+        first_name: Name::new(first.as_bytes().to_vec()).expect("name"),
+        child,
+        entries: 1,
+        size,
+    };
+    // The second chunk's first entry is "b", not "c".
+    let index = Node::DirIndex(
+        DirIndex::new(
+            1,
+            vec![index_child("a", leaf_a, 2), index_child("c", leaf_b, 3)],
+        )
+        .expect("index"),
+    );
+    let (root, _) = store.put_node(&index).expect("put index");
+    assert!(read_dir(&store, &root).is_err(), "readers refuse it");
+    let full = FsckOptions {
+        verify_data: true,
+        scan_unreferenced: false,
+    };
+    assert!(
+        !fsck(&store, &[root], &[], &full).expect("fsck").is_clean(),
+        "the fsck reports it"
+    );
+    let kept = file(&store, b"a kept version");
+    let live = reachable(&store, &[root], &[kept]).expect("the collector walks it");
+    let everything: std::collections::HashSet<crate::BlockId> =
+        store.list().expect("list").into_iter().collect();
+    assert_eq!(live, everything, "every node and block is reached");
+    let without_versions = reachable(&store, &[root], &[]).expect("walk");
+    assert_eq!(
+        everything.len() - without_versions.len(),
+        2,
+        "the version and its block"
+    );
 }
