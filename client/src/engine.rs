@@ -1969,15 +1969,11 @@ impl Engine {
             return Err(retry("changed during the sync; retried next pass".into()));
         }
         let result = match local.get(path).map(|e| e.kind) {
-            Some(Kind::Dir) => fs::remove_dir(&full),
-            Some(_) => fs::remove_file(&full),
+            Some(Kind::Dir) => remove_synced_dir(&full),
+            Some(_) => fs::remove_file(&full).map_err(|e| format!("deleting: {e}")),
             None => Ok(()),
         };
-        match result {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(retry(format!("deleting: {e}"))),
-        }
+        result.map_err(retry)?;
         self.state.scan.remove(path.as_str());
         sync_parent(&full);
         Ok(())
@@ -2636,6 +2632,49 @@ fn ignored_entries(remote: &Tree, view: &Tree) -> Vec<(RelPath, Entry)> {
         .filter(|(p, _)| !view.contains_key(*p))
         .map(|(p, e)| (p.clone(), e.clone()))
         .collect()
+}
+
+/// Removes a directory whose synced contents are gone (deleted on another device): what is
+/// left in it is files the scan never syncs. Desktop metadata and stale download temps go with
+/// it; anything else (a file an ignore rule keeps local, an editor's swap file) keeps it, and
+/// the error says which file.
+fn remove_synced_dir(full: &Path) -> Result<(), String> {
+    match fs::remove_dir(full) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() != std::io::ErrorKind::DirectoryNotEmpty => {
+            return Err(format!("deleting: {e}"));
+        }
+        Err(_) => {}
+    }
+    let left: Vec<(PathBuf, String, bool)> = fs::read_dir(full)
+        .map_err(|e| format!("deleting: {e}"))?
+        .flatten()
+        .map(|item| {
+            let name = item.file_name().to_string_lossy().into_owned();
+            let file = item.file_type().is_ok_and(|t| t.is_file());
+            (item.path(), name, file)
+        })
+        .collect();
+    if let Some((_, name, _)) = left.iter().find(|(_, name, file)| {
+        !*file || !(crate::ignores::is_disposable(name) || name.starts_with(TEMP_PREFIX))
+    }) {
+        return Err(format!(
+            "deleted on the server, but it still holds '{name}', which is not synced (ignored); the directory is kept"
+        ));
+    }
+    for (path, ..) in &left {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("deleting: {e}")),
+        }
+    }
+    match fs::remove_dir(full) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("deleting: {e}")),
+    }
 }
 
 /// The server's tree after a commit of `merged`, which was planned over the trees without

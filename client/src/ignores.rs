@@ -46,6 +46,14 @@ pub const BUILT_IN: &[&str] = &[
     ".*.cairn-part-*",
 ];
 
+/// Whether a file named `name` is metadata a desktop leaves in directories it showed
+/// (Finder's `.DS_Store` and `._*` resource forks, Explorer's `Thumbs.db` and `desktop.ini`):
+/// ignored, never synced, and removed with a directory deleted on another device, which it
+/// would otherwise keep alive on this one forever.
+pub fn is_disposable(name: &str) -> bool {
+    matches!(name, ".DS_Store" | "Thumbs.db" | "desktop.ini") || name.starts_with("._")
+}
+
 /// The compiled rules of one folder.
 #[derive(Debug, Clone)]
 pub struct Ignores {

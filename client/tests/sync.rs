@@ -931,7 +931,7 @@ async fn a_file_that_cannot_be_read_is_left_as_it_was_not_deleted() {
     let token = token(&server, "busy").await;
     let mut a = Device::new(&server, &token, "laptop").await;
     let mut b = Device::new(&server, &token, "desktop").await;
-    let content = pseudo_random(16 << 20, 11);
+    let content = pseudo_random(48 << 20, 11);
     a.write("vm.img", &content);
     a.write("notes.txt", b"v1");
     a.sync().await;
@@ -941,22 +941,29 @@ async fn a_file_that_cannot_be_read_is_left_as_it_was_not_deleted() {
     // sees it change, so the scan cannot read it. A file it cannot read is not a deleted file.
     let path = a.root.join("vm.img");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let touches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let writer = {
-        let stop = std::sync::Arc::clone(&stop);
+        let (stop, touches) = (
+            std::sync::Arc::clone(&stop),
+            std::sync::Arc::clone(&touches),
+        );
         std::thread::spawn(move || {
             let file = std::fs::File::options()
                 .write(true)
                 .open(&path)
                 .expect("open");
-            let mut tick = 0u64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                tick += 1;
+                let tick = touches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + tick);
                 file.set_modified(when).expect("touch");
-                std::thread::sleep(std::time::Duration::from_micros(200));
+                std::thread::yield_now();
             }
         })
     };
+    // Changed before the scan looks at it (else the scan cache takes it as unchanged).
+    while touches.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        std::thread::yield_now();
+    }
     a.write("notes.txt", b"v2");
     let pass = a.sync().await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1038,4 +1045,48 @@ async fn files_ignored_for_a_while_are_seen_as_the_server_has_them_once_the_rule
     b.sync().await;
     b.sync().await;
     assert_eq!(snapshot(&a.root), snapshot(&b.root));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_deleted_elsewhere_goes_with_desktop_metadata_but_not_with_ignored_files() {
+    let server = start_server(1 << 30).await;
+    let token = token(&server, "finder").await;
+    let mut a = Device::new(&server, &token, "laptop").await;
+    let mut b = Device::new(&server, &token, "desktop").await;
+    a.write("photos/p.jpg", b"a photo");
+    a.write("notes/n.txt", b"a note");
+    a.sync().await;
+    b.sync().await;
+    // On b, a file manager leaves its metadata in one directory, and an editor its swap file
+    // in the other; neither is synced.
+    b.write("photos/.DS_Store", b"finder");
+    b.write("photos/._p.jpg", b"resource fork");
+    b.write("notes/.n.txt.swp", b"vim");
+    std::fs::remove_dir_all(a.root.join("photos")).expect("rm");
+    std::fs::remove_dir_all(a.root.join("notes")).expect("rm");
+    assert_eq!(
+        a.sync().await.deleted_remote,
+        4,
+        "two files, two directories"
+    );
+    let pass = b.sync().await;
+    assert!(!b.root.join("photos").exists(), "metadata does not keep it");
+    assert!(
+        b.root.join("notes/.n.txt.swp").is_file(),
+        "an unsynced file is kept"
+    );
+    assert!(!b.root.join("notes/n.txt").exists());
+    assert_eq!(pass.problems, 1, "{pass:?}");
+    let mut told = Vec::new();
+    while let Ok(event) = b.events.try_recv() {
+        if let Event::Problem { path, message } = event {
+            told.push(format!("{path}: {message}"));
+        }
+    }
+    assert!(
+        told.iter()
+            .any(|m| m.starts_with("notes: ") && m.contains(".n.txt.swp")),
+        "{told:?}"
+    );
+    assert_eq!(server_files(&server, &token).await, Vec::<String>::new());
 }

@@ -469,14 +469,18 @@ async fn send_blocks(
         let Some(ahead) = ahead else {
             return Ok(());
         };
-        window = match ahead.await {
-            Ok(Ok(window)) => window,
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "a block could not be read mid-answer; the stream is reset");
+        let read = ahead
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|read| read.map_err(|e| e.to_string()));
+        window = match read {
+            Ok(read) => read,
+            Err(error) => {
+                // The answer has begun: a failure now cannot be an error frame.
+                tracing::warn!(%error, "a block could not be read mid-answer; the stream is reset");
                 let _ = send.reset(quinn::VarInt::from_u32(STREAM_RESET_READ_FAILED));
                 return Ok(());
             }
-            Err(err) => return Err(Refusal::internal(&err)),
         };
         next += window.len();
     }
