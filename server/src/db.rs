@@ -1006,11 +1006,37 @@ pub async fn objects_state(
     folder_id: i64,
     ids: &[String],
 ) -> DbResult<std::collections::HashMap<String, bool>> {
+    Ok(objects_with_sizes(db, folder_id, ids)
+        .await?
+        .into_iter()
+        .map(|(id, object)| (id, object.verified))
+        .collect())
+}
+
+/// What the folder's row says of an object (see [`objects_with_sizes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderObject {
+    /// Committed with its subtree verified (as [`objects_state`]).
+    pub verified: bool,
+    /// The size its upload had, while uploaded and not committed yet: the server measured it,
+    /// so a commit's file nodes must give a block the same length.
+    pub uploaded_size: Option<i64>,
+}
+
+/// [`objects_state`], with the sizes of uploads not committed yet, in the same statements.
+///
+/// # Errors
+/// SQL errors.
+pub async fn objects_with_sizes(
+    db: &Db,
+    folder_id: i64,
+    ids: &[String],
+) -> DbResult<std::collections::HashMap<String, FolderObject>> {
     let mut known = std::collections::HashMap::with_capacity(ids.len());
     for batch in ids.chunks(OBJECT_BATCH_LEN) {
         let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
-            "SELECT id, committed FROM folder_objects WHERE folder_id = $1 AND id IN ({})",
+            "SELECT id, committed, size FROM folder_objects WHERE folder_id = $1 AND id IN ({})",
             placeholders.join(", ")
         );
         // Only placeholders are formatted in; every value is bound.
@@ -1021,39 +1047,17 @@ pub async fn objects_state(
         for row in query.fetch_all(&db.pool).await? {
             let id: String = row.try_get("id")?;
             let committed: i64 = row.try_get("committed")?;
-            known.insert(id, committed == COMMITTED);
+            let size: i64 = row.try_get("size")?;
+            known.insert(
+                id,
+                FolderObject {
+                    verified: committed == COMMITTED,
+                    uploaded_size: (committed == 0).then_some(size),
+                },
+            );
         }
     }
     Ok(known)
-}
-
-/// The sizes the folder's uploads of `ids` (hex) had, for those uploaded and not committed yet:
-/// the server measured them, so a commit's file nodes must give the same block lengths.
-///
-/// # Errors
-/// SQL errors.
-pub async fn uploaded_sizes(
-    db: &Db,
-    folder_id: i64,
-    ids: &[String],
-) -> DbResult<std::collections::HashMap<String, i64>> {
-    let mut sizes = std::collections::HashMap::with_capacity(ids.len());
-    for batch in ids.chunks(OBJECT_BATCH_LEN) {
-        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "SELECT id, size FROM folder_objects WHERE folder_id = $1 AND committed = 0 AND id IN ({})",
-            placeholders.join(", ")
-        );
-        // Only placeholders are formatted in; every value is bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(folder_id);
-        for id in batch {
-            query = query.bind(id.as_str());
-        }
-        for row in query.fetch_all(&db.pool).await? {
-            sizes.insert(row.try_get::<String, _>("id")?, row.try_get("size")?);
-        }
-    }
-    Ok(sizes)
 }
 
 /// Records `ids` (hex) as committed by the folder (readable, and no longer pending): rows the

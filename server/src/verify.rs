@@ -125,12 +125,15 @@ pub async fn new_objects_keeping(
             .into_iter()
             .collect();
         let block_hex: Vec<String> = blocks.iter().map(ToString::to_string).collect();
-        let known = db::objects_state(&state.db, folder_id, &block_hex)
+        let known = db::objects_with_sizes(&state.db, folder_id, &block_hex)
             .await
             .map_err(|e| internal(&e))?;
+        if require_known {
+            check_lengths(&known, &claims)?;
+        }
         let mut check = Vec::new();
         for (id, hex) in blocks.into_iter().zip(block_hex) {
-            match known.get(&hex) {
+            match known.get(&hex).map(|o| o.verified) {
                 Some(true) => {
                     if require_known {
                         recheck.push(id);
@@ -146,9 +149,6 @@ pub async fn new_objects_keeping(
             }
             check.push(id);
             out.push(hex);
-        }
-        if require_known {
-            check_lengths(state, folder_id, &check, &claims).await?;
         }
         check.extend(recheck);
         let store = std::sync::Arc::clone(&state.store);
@@ -177,22 +177,13 @@ pub async fn new_objects_keeping(
 /// what was received. (A block the folder committed before was checked against the node that
 /// brought it; one stored again after collection has no recorded length, and is checked when
 /// read.)
-async fn check_lengths(
-    state: &AppState,
-    folder_id: i64,
-    uploaded: &[BlockId],
+fn check_lengths(
+    known: &std::collections::HashMap<String, db::FolderObject>,
     claims: &[(BlockId, u32)],
 ) -> Result<(), TreeError> {
-    if uploaded.is_empty() {
-        return Ok(());
-    }
-    let hex: Vec<String> = uploaded.iter().map(ToString::to_string).collect();
-    let sizes = db::uploaded_sizes(&state.db, folder_id, &hex)
-        .await
-        .map_err(|e| TreeError::Internal(e.to_string()))?;
     for (id, len) in claims {
-        if let Some(size) = sizes.get(&id.to_string())
-            && *size != i64::from(*len)
+        if let Some(size) = known.get(&id.to_string()).and_then(|o| o.uploaded_size)
+            && size != i64::from(*len)
         {
             return Err(TreeError::Invalid(format!(
                 "a file node says {len} bytes for block {id}, which has {size}"
