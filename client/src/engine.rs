@@ -596,15 +596,19 @@ impl Engine {
                 std::borrow::Cow::Borrowed(&scanned)
             } else {
                 let mut kept = scanned.clone();
-                keep_unreadable(&mut kept, &self.state.base, &unreadable);
+                // The base as the plan sees it: without what the rules ignore.
+                keep_unreadable(
+                    &mut kept,
+                    &self.ignores.filter(&self.state.base),
+                    &unreadable,
+                );
                 std::borrow::Cow::Owned(kept)
             };
             let local = local.as_ref();
             if Some(root) == self.state.remote_root
                 && *local == *self.state.base
                 && (Arc::ptr_eq(&self.state.base, &self.state.remote)
-                    || self.state.base == self.state.remote
-                    || *self.state.base == *self.ignores.filter(&self.state.remote))
+                    || self.state.base == self.state.remote)
             {
                 summary.seq = seq;
                 summary.in_sync = unreadable.is_empty();
@@ -619,7 +623,6 @@ impl Engine {
             // Ignored paths exist on neither side, so nothing touches them.
             let base = self.ignores.filter(&self.state.base);
             let remote_view = self.ignores.filter(&self.state.remote);
-            let ignored = ignored_entries(&self.state.remote, &remote_view);
             let input = plan::PlanInput {
                 base: &base,
                 local,
@@ -697,11 +700,10 @@ impl Engine {
             };
             summary.problems += failed.len() as u64;
             self.settle_scan_cache();
-            let remote_after = with_ignored(&merged, &ignored);
             self.state.base = base;
             self.state.remote_seq = committed.0;
             self.state.remote_root = Some(committed.1);
-            self.state.remote = remote_after;
+            self.state.remote = merged;
             self.save_state().await?;
             crate::conflicts::add(&self.options.state_dir, &self.options.root, records)
                 .map_err(SyncError::Local)?;
@@ -748,7 +750,6 @@ impl Engine {
             // With the remote tree as the base, every difference is a local change: the plan
             // turns the remote tree into the local one, with no conflicts.
             let remote_view = self.ignores.filter(&self.state.remote);
-            let ignored = ignored_entries(&self.state.remote, &remote_view);
             let planned = plan::plan(&plan::PlanInput {
                 base: &remote_view,
                 local: &local,
@@ -775,11 +776,10 @@ impl Engine {
                 continue;
             };
             let merged = Arc::new(planned.merged);
-            let remote_after = with_ignored(&merged, &ignored);
             self.state.base = Arc::clone(&merged);
             self.state.remote_seq = committed.0;
             self.state.remote_root = Some(committed.1);
-            self.state.remote = remote_after;
+            self.state.remote = merged;
             self.settle_scan_cache();
             self.save_state().await?;
             summary.seq = committed.0;
@@ -941,6 +941,19 @@ impl Engine {
         let nodes = Arc::clone(&self.nodes);
         let cache = std::mem::take(&mut self.state.scan);
         self.ignores = Ignores::load(&root);
+        let rules = self.ignores.fingerprint();
+        if rules != self.state.ignore_rules {
+            // The remote tree was kept without what the old rules ignored, and a pull only
+            // applies what changed since: read it again whole (from the node cache; every
+            // node was fetched when it arrived, ignored or not). Else a path the old rules
+            // hid stayed out of it for good: a file deleted here meanwhile never came back,
+            // and an older local version was sent over the server's newer one.
+            if self.state.remote_root.is_some() {
+                self.state.remote = Arc::new(Tree::new());
+                self.state.remote_root = None;
+            }
+            self.state.ignore_rules = rules;
+        }
         if let Some(problem) = &self.ignores.problem {
             self.emit(Event::Problem {
                 path: crate::ignores::FILE_NAME.to_owned(),
@@ -2613,6 +2626,18 @@ fn scan_folder(
         fresh.insert(rel_text, scan_record(&meta, &entry));
         tree.insert(rel, entry);
     }
+    if !unreadable.is_empty() {
+        // What was read under a path the scan could not finish (a listing that broke off
+        // part-way) must not vouch for the base's entries that stand in for it: with no record,
+        // a download or delete there is refused as "changed during the sync".
+        let under: Vec<String> = unreadable.iter().map(|u| format!("{u}/")).collect();
+        fresh.retain(|path, _| {
+            !unreadable
+                .iter()
+                .zip(&under)
+                .any(|(u, prefix)| path == u || path.starts_with(prefix.as_str()))
+        });
+    }
     let _ = nodes.sync();
     Ok(Scanned {
         tree,
@@ -2620,18 +2645,6 @@ fn scan_folder(
         problems,
         unreadable,
     })
-}
-
-/// The entries of the remote tree that its filtered `view` leaves out (ignored), in path order.
-fn ignored_entries(remote: &Tree, view: &Tree) -> Vec<(RelPath, Entry)> {
-    if remote.len() == view.len() {
-        return Vec::new();
-    }
-    remote
-        .iter()
-        .filter(|(p, _)| !view.contains_key(*p))
-        .map(|(p, e)| (p.clone(), e.clone()))
-        .collect()
 }
 
 /// Removes a directory whose synced contents are gone (deleted on another device): what is
@@ -2675,29 +2688,6 @@ fn remove_synced_dir(full: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("deleting: {e}")),
     }
-}
-
-/// The server's tree after a commit of `merged`, which was planned over the trees without
-/// ignored paths: `merged` with the remote's `ignored` entries back, where their directories
-/// still stand. The next pull diffs from this tree, so it must be all the server holds: an
-/// ignored entry left out never came back, and once its rule was removed the device neither
-/// downloaded the file nor saw the server's version when it uploaded its own.
-fn with_ignored(merged: &Arc<Tree>, ignored: &[(RelPath, Entry)]) -> Arc<Tree> {
-    if ignored.is_empty() {
-        return Arc::clone(merged);
-    }
-    let mut tree = Tree::clone(merged);
-    // In path order: a directory comes before what is in it.
-    for (path, entry) in ignored {
-        let stands = path
-            .ancestors()
-            .next()
-            .is_none_or(|parent| tree.get(&parent).is_some_and(|e| e.kind == Kind::Dir));
-        if stands && !tree.contains_key(path) {
-            tree.insert(path.clone(), entry.clone());
-        }
-    }
-    Arc::new(tree)
 }
 
 /// Puts back into the scanned tree `local` what the base held at the paths the scan could not

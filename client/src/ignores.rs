@@ -60,6 +60,8 @@ pub struct Ignores {
     rules: Gitignore,
     /// A problem with `.cairnignore` (it is then ignored itself, and only built-ins apply).
     pub problem: Option<String>,
+    /// The BLAKE3 hash of `.cairnignore` as read (`None`: there is none, or it was unreadable).
+    fingerprint: Option<[u8; 32]>,
 }
 
 impl Ignores {
@@ -74,16 +76,31 @@ impl Ignores {
         }
         let file = root.join(FILE_NAME);
         let mut problem = None;
-        if file.is_file()
-            && let Some(err) = builder.add(&file)
-        {
-            problem = Some(format!("{FILE_NAME}: {err}"));
+        let mut fingerprint = None;
+        if file.is_file() {
+            fingerprint = std::fs::read(&file)
+                .ok()
+                .map(|bytes| *blake3::hash(&bytes).as_bytes());
+            if let Some(err) = builder.add(&file) {
+                problem = Some(format!("{FILE_NAME}: {err}"));
+            }
         }
         let rules = builder.build().unwrap_or_else(|err| {
             problem = Some(format!("{FILE_NAME}: {err}"));
             Gitignore::empty()
         });
-        Ignores { rules, problem }
+        Ignores {
+            rules,
+            problem,
+            fingerprint,
+        }
+    }
+
+    /// Which rules these are, beyond the built-in ones: the hash of `.cairnignore` as read.
+    /// The engine keeps the remote tree without the paths the rules ignore, so a change of
+    /// rules makes it read that tree again whole (see `Engine::scan_trusting`).
+    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+        self.fingerprint
     }
 
     /// Only the built-in rules.

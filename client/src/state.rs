@@ -119,6 +119,9 @@ pub struct State {
     pub folder_uid: Option<String>,
     /// The directory the base was synced in (`None`: not recorded yet).
     pub root: Option<RootStamp>,
+    /// The `.cairnignore` (its [`crate::ignores::Ignores::fingerprint`]) the remote tree was
+    /// kept under: the tree leaves out what those rules ignored.
+    pub ignore_rules: Option<[u8; 32]>,
     /// The base and remote trees as last loaded or saved: a save compares with them in
     /// memory instead of reading the stored rows back.
     saved: Option<[Arc<Tree>; 2]>,
@@ -126,6 +129,9 @@ pub struct State {
     /// `remote_is_base`), as after every clean pass, and neither written nor read twice.
     remote_rows: bool,
 }
+
+/// The `meta` key of [`State::ignore_rules`].
+const IGNORE_RULES_KEY: &str = "ignore_rules";
 
 fn tree_from(items: Vec<(String, SavedEntry)>) -> Result<Tree, String> {
     items
@@ -295,6 +301,10 @@ impl State {
             Some(bytes) => decode(&bytes, "meta").map_err(damaged)?,
             None => None,
         };
+        let ignore_rules = match db.meta(IGNORE_RULES_KEY)? {
+            Some(bytes) => decode(&bytes, "meta").map_err(damaged)?,
+            None => None,
+        };
         Ok(State {
             saved: Some([Arc::clone(&base), Arc::clone(&remote)]),
             remote_rows: !remote_is_base,
@@ -305,6 +315,7 @@ impl State {
             scan,
             folder_uid,
             root,
+            ignore_rules,
         })
     }
 
@@ -343,6 +354,7 @@ impl State {
                 ("remote_is_base", encode(&shared)?),
                 (FOLDER_UID_KEY, encode(&self.folder_uid)?),
                 (ROOT_KEY, encode(&self.root)?),
+                (IGNORE_RULES_KEY, encode(&self.ignore_rules)?),
             ],
         )?;
         self.saved = Some([Arc::clone(&self.base), Arc::clone(&self.remote)]);
@@ -390,6 +402,7 @@ pub fn import_legacy(
         remote_rows: false,
         folder_uid: None,
         root: None,
+        ignore_rules: None,
     };
     let old_nodes = dir.join("nodes");
     if old_nodes.is_dir() {

@@ -142,31 +142,6 @@ fn walk(
     let mut problem = |location: &str, id: BlockId, error: Error| {
         report_problem(&mut problems, location, id, error);
     };
-    // Files first, each found by its id (no path names it).
-    for &file in files {
-        if !seen_nodes.insert(file) {
-            continue;
-        }
-        let location = format!("(version {file})");
-        match store.get_node(&file) {
-            Ok(Node::File(node)) => {
-                for block in node.blocks() {
-                    data.entry(block.id)
-                        .or_insert_with(|| (block.len, location.clone()));
-                }
-            }
-            Ok(Node::Symlink(_)) => {}
-            Ok(other) => {
-                let error = Error::NodeKind {
-                    id: file,
-                    found: other.kind_str(),
-                    expected: "file",
-                };
-                problem(&location, file.into(), error);
-            }
-            Err(error) => problem(&location, file.into(), error),
-        }
-    }
     while let Some((dir_id, location)) = dirs.pop() {
         if !seen_nodes.insert(dir_id) {
             continue;
@@ -220,6 +195,37 @@ fn walk(
                     }
                 }
             }
+        }
+    }
+    // Then the versions no tree holds, each found by its id (no path names it); one a tree
+    // holds was checked there, with its path. The collector skips a version whose node is gone
+    // (collected before versions were roots): nothing below it can be read any more, and one
+    // such row must not stop every collection.
+    for &file in files {
+        if !seen_nodes.insert(file) {
+            continue;
+        }
+        let location = format!("(version {file})");
+        match store.get_node(&file) {
+            Ok(Node::File(node)) => {
+                for block in node.blocks() {
+                    data.entry(block.id)
+                        .or_insert_with(|| (block.len, location.clone()));
+                }
+            }
+            Ok(Node::Symlink(_)) => {}
+            Ok(other) => {
+                let error = Error::NodeKind {
+                    id: file,
+                    found: other.kind_str(),
+                    expected: "file",
+                };
+                problem(&location, file.into(), error);
+            }
+            Err(Error::BlockMissing(_)) if !strict => {
+                seen_nodes.remove(&file);
+            }
+            Err(error) => problem(&location, file.into(), error),
         }
     }
     Walked {

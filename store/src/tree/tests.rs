@@ -325,4 +325,18 @@ fn the_collector_reaches_through_a_misnamed_index_and_kept_versions() {
         2,
         "the version and its block"
     );
+    // A version whose node is gone (collected before versions were roots) is skipped by the
+    // collector, and reported by the fsck.
+    let gone = NodeId::from_bytes([7; 32]);
+    let live = reachable(&store, &[root], &[kept, gone]).expect("a lost version stops nothing");
+    assert_eq!(live, everything);
+    let report = fsck(&store, &[], &[gone], &full).expect("fsck");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.location.starts_with("(version")),
+        "{:?}",
+        report.problems
+    );
 }
