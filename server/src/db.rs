@@ -1052,7 +1052,8 @@ pub async fn objects_with_sizes(
                 id,
                 FolderObject {
                     verified: committed == COMMITTED,
-                    uploaded_size: (committed == 0).then_some(size),
+                    // 0: not measured (a row from before migration 0004), or an empty block.
+                    uploaded_size: (committed == 0 && size > 0).then_some(size),
                 },
             );
         }
