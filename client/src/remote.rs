@@ -161,6 +161,23 @@ impl Remote {
         device: &str,
         folder: &str,
     ) -> Result<Remote, RemoteError> {
+        let remote = Remote::connect_without_hello(addr, server_name, trust, folder).await?;
+        remote.hello(token, device).await?;
+        tracing::debug!(%addr, folder, "connected");
+        Ok(remote)
+    }
+
+    /// Connects without saying hello: the server answers nothing but a [`Remote::hello`] on such
+    /// a connection (for tests of what it refuses before one).
+    ///
+    /// # Errors
+    /// [`RemoteError::Connect`] (including a certificate that does not match the pin).
+    pub async fn connect_without_hello(
+        addr: SocketAddr,
+        server_name: &str,
+        trust: &Trust,
+        folder: &str,
+    ) -> Result<Remote, RemoteError> {
         let fail = |reason: String| RemoteError::Connect { addr, reason };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
@@ -221,8 +238,6 @@ impl Remote {
                 stall_ms: AtomicU64::new(millis(STALL_TIMEOUT)),
             }),
         };
-        remote.hello(token, device).await?;
-        tracing::debug!(%addr, folder, "connected");
         Ok(remote)
     }
 

@@ -369,3 +369,38 @@ async fn a_server_that_never_answers_is_given_up_after_the_stall_timeout() {
         "a request after the stall fails on the closed connection: {message}"
     );
 }
+
+/// Before a hello the server reads no more than a hello's worth of a request (64 KiB), so an
+/// unauthenticated peer cannot make it hold 4 MiB per stream; after one, the same request is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_hello_only_a_hello_sized_request_is_read() {
+    let server = start_server(1 << 20).await;
+    let token = token(&server, "nohello").await;
+    let remote = Remote::connect_without_hello(
+        server.quic,
+        "localhost",
+        &Trust::Pinned(server.fingerprint.clone()),
+        "default",
+    )
+    .await
+    .expect("connect");
+    let ids: Vec<BlockId> = (0..16_384u32)
+        .map(|i| BlockId::of(&i.to_le_bytes()))
+        .collect();
+    // A small request is read, and refused for the missing hello.
+    assert_eq!(
+        code(remote.blocks(&ids[..4]).await),
+        ErrorCode::Unauthorized
+    );
+    // A large one (over 500 KiB of ids) is refused unread.
+    match remote.blocks(&ids).await {
+        Err(e) => assert!(
+            matches!(e.code(), None | Some(ErrorCode::BadRequest)),
+            "read before a hello: {e}"
+        ),
+        Ok(_) => panic!("answered before a hello"),
+    }
+    // After a hello the same request is read (and refused: none of these is the folder's).
+    remote.hello(&token, "d").await.expect("hello");
+    assert_eq!(code(remote.blocks(&ids).await), ErrorCode::NotFound);
+}

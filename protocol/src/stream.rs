@@ -60,7 +60,18 @@ async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Vec<u8>, StreamEr
 /// # Errors
 /// [`StreamError`].
 pub async fn read_control<T: DeserializeOwned>(recv: &mut RecvStream) -> Result<T, StreamError> {
-    let body = read_frame(recv, CONTROL_FRAME_MAX).await?;
+    read_control_within(recv, CONTROL_FRAME_MAX).await
+}
+
+/// Reads one control frame of at most `max` bytes and decodes it.
+///
+/// # Errors
+/// [`StreamError`].
+pub async fn read_control_within<T: DeserializeOwned>(
+    recv: &mut RecvStream,
+    max: u32,
+) -> Result<T, StreamError> {
+    let body = read_frame(recv, max).await?;
     Ok(wire::decode(&body)?)
 }
 

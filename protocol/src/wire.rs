@@ -28,6 +28,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest control frame: 4 MiB, room for [`IDS_PER_REQUEST_MAX`] ids and then some.
 pub const CONTROL_FRAME_MAX: u32 = 4 * 1024 * 1024;
 
+/// Largest control frame a server reads on a connection that has not said hello yet: 64 KiB, room
+/// for a hello (an access token is well under 4 KiB). Before authentication a peer may not make
+/// the server hold [`CONTROL_FRAME_MAX`] per stream.
+pub const HELLO_FRAME_MAX: u32 = 64 * 1024;
+
 /// Largest raw frame: one block or node at the store's limit.
 pub const RAW_FRAME_MAX: u32 = cairn_store::limits::BLOCK_SIZE_MAX;
 

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cairn_protocol::path::RelPath;
-use cairn_protocol::stream::{StreamError, read_control, read_raw, write_control, write_raw};
+use cairn_protocol::stream::{
+    StreamError, read_control_within, read_raw, write_control, write_raw,
+};
 use cairn_protocol::wire::{
     self, CONTROL_FRAME_MAX, ErrorCode, IDS_PER_REQUEST_MAX, Limits, RAW_FRAME_MAX, Request,
     Response,
@@ -196,7 +198,18 @@ async fn serve_stream(
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<(), StreamError> {
-    let request: Request = match read_control(&mut recv).await {
+    // Before a hello, only a hello's worth: an unauthenticated peer cannot make the server
+    // hold 4 MiB on each of its streams.
+    let said_hello = session
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_some();
+    let max = if said_hello {
+        CONTROL_FRAME_MAX
+    } else {
+        wire::HELLO_FRAME_MAX
+    };
+    let request: Request = match read_control_within(&mut recv, max).await {
         Ok(request) => request,
         Err(StreamError::Frame(err)) => {
             let refusal = Response::Error {
