@@ -335,14 +335,12 @@ async fn claim_gc_lease(state: &AppState) -> Result<Option<i64>, String> {
     Ok(claimed.then_some(until))
 }
 
-/// Every version's node (see [`db::version_nodes`]), parsed.
+/// Node ids as the database holds them (hex), parsed.
 ///
 /// # Errors
 /// SQL errors, or an id that does not parse (nothing is collected then).
-async fn version_nodes(state: &AppState) -> Result<Vec<NodeId>, String> {
-    db::version_nodes(&state.db)
-        .await
-        .map_err(|e| e.to_string())?
+fn parse_nodes(rows: Result<Vec<String>, db::DbError>) -> Result<Vec<NodeId>, String> {
+    rows.map_err(|e| e.to_string())?
         .iter()
         .map(|r| {
             r.parse()
@@ -355,17 +353,10 @@ async fn collect_garbage_leased(state: &AppState, grace: Duration) -> Result<GcR
     // Roots are read before the walk: a commit made during the walk references only blocks that
     // are either reachable from an older root or young, so neither is deleted.
     let started = SystemTime::now();
-    let mut roots: Vec<NodeId> = db::all_roots(&state.db)
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|r| {
-            r.parse()
-                .map_err(|e: cairn_store::IdParseError| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
+    let mut roots = parse_nodes(db::all_roots(&state.db).await)?;
     roots.push(state.empty_root);
-    let versions = version_nodes(state).await?;
+    // And every version's node: a conflict loser kept only in the history is in no tree.
+    let versions = parse_nodes(db::version_nodes(&state.db).await)?;
     let cutoff = started.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
     // Uploads as old as the blocks about to go stop counting against their owners' quota (and
     // stop being readable by their folders: a commit naming them must upload them again).
