@@ -343,6 +343,9 @@ fn small_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// Problems `cairn sync status` prints per folder (`--json` has all the daemon kept).
+const STATUS_PROBLEMS_SHOWN: usize = 10;
+
 /// Runs `cairn sync status`: every folder this config dir's daemons sync.
 ///
 /// # Errors
@@ -397,6 +400,29 @@ pub(crate) fn status(json: bool) -> anyhow::Result<()> {
                 ", not watching (timed scans)"
             }
         );
+        if s.problem_count > 0 {
+            println!(
+                "  {} {} could not be synced (tried again when {} change):",
+                s.problem_count,
+                if s.problem_count == 1 {
+                    "path"
+                } else {
+                    "paths"
+                },
+                if s.problem_count == 1 { "it" } else { "they" },
+            );
+            for problem in s.problems.iter().take(STATUS_PROBLEMS_SHOWN) {
+                println!("    {}: {}", problem.path, problem.message);
+            }
+            let shown = s.problems.len().min(STATUS_PROBLEMS_SHOWN) as u64;
+            if s.problem_count > shown {
+                println!(
+                    "    … and {} more (`cairn sync status --json` lists up to {})",
+                    s.problem_count - shown,
+                    cairn_client::engine::PROBLEMS_KEPT
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -459,6 +459,34 @@ async fn running_daemons_carry_a_change_across_and_stop_on_request() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // A file the daemon cannot sync is named in its status, not silently left out.
+    {
+        use std::os::unix::ffi::OsStrExt as _;
+        let bad = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+        std::fs::write(a.folder().join(bad), b"latin-1 name").expect("write");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status: Value =
+            serde_json::from_str(a.ok(&["--json", "sync", "status"]).await.trim()).expect("JSON");
+        if status["status"]["problem_count"] == 1 {
+            assert_eq!(
+                status["status"]["problems"][0]["path"], "caf\u{fffd}.txt",
+                "{status}"
+            );
+            // Everything else is in sync: the folder is idle, with the problem listed.
+            assert_eq!(status["status"]["state"], "idle", "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "problem never listed: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = a.ok(&["sync", "status"]).await;
+    assert!(
+        text.contains("1 path could not be synced")
+            && text.contains("caf\u{fffd}.txt: the name is not UTF-8"),
+        "{text}"
+    );
     for (device, mut child) in [&a, &b].into_iter().zip(daemons) {
         device.ok(&["sync", "stop"]).await;
         let status = tokio::time::timeout(Duration::from_secs(20), child.wait())

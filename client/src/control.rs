@@ -53,7 +53,9 @@ pub struct DaemonStatus {
     pub folder: String,
     /// The server's base URL.
     pub server: String,
-    /// `starting`, `idle`, `syncing`, `paused` or `error`.
+    /// `starting`, `idle`, `syncing`, `out_of_sync` (the last pass left paths it could not
+    /// sync, listed in `problems`; the daemon waits for a change to try them again), `paused`
+    /// or `error`.
     pub state: String,
     /// The running pass's phase (scanning, pulling, uploading, downloading).
     pub phase: Option<String>,
@@ -78,6 +80,12 @@ pub struct DaemonStatus {
     /// Whether the server's push channel is open (false: the head is polled every second).
     #[serde(default)]
     pub pushed: bool,
+    /// What the last pass could not sync (the first [`crate::engine::PROBLEMS_KEPT`]).
+    #[serde(default)]
+    pub problems: Vec<crate::engine::PathProblem>,
+    /// How many problems the last pass reported in all.
+    #[serde(default)]
+    pub problem_count: u64,
 }
 
 impl DaemonStatus {
@@ -98,6 +106,8 @@ impl DaemonStatus {
             pushed: false,
             watching: false,
             paused: false,
+            problems: Vec::new(),
+            problem_count: 0,
         }
     }
 }

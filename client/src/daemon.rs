@@ -624,16 +624,14 @@ impl Daemon {
             .map_or(0, |d| d.as_secs());
         match outcome {
             Ok(summary) => {
-                status.state = if summary.in_sync { "idle" } else { "syncing" }.into();
+                let (state, worked) = state_after(summary);
+                status.state = state.into();
                 status.seq = summary.seq;
                 status.in_sync = summary.in_sync;
                 status.last_error = None;
-                summary.uploaded
-                    + summary.downloaded
-                    + summary.deleted_local
-                    + summary.deleted_remote
-                    + summary.conflicts
-                    > 0
+                status.problems.clone_from(&summary.problem_paths);
+                status.problem_count = summary.problem_count;
+                worked
             }
             Err(err) => {
                 status.state = "error".into();
@@ -681,6 +679,29 @@ pub fn conflict_copies(config: &Config) -> bool {
         })
 }
 
+/// The state a pass leaves the daemon in, and whether it moved something.
+///
+/// A pass that moved something is followed by another at once (see [`Daemon::run`]); one that
+/// moved nothing and left paths it could not sync waits for a change: the folder is then
+/// `out_of_sync` (its problems say why), not `syncing`. (A pass whose only work the counts
+/// leave out, a rename or a new directory, is still `syncing` until the next pass confirms it.)
+fn state_after(summary: &PassSummary) -> (&'static str, bool) {
+    let worked = summary.uploaded
+        + summary.downloaded
+        + summary.deleted_local
+        + summary.deleted_remote
+        + summary.conflicts
+        > 0;
+    let state = if summary.in_sync {
+        "idle"
+    } else if !worked && (summary.problems > 0 || summary.problem_count > 0) {
+        "out_of_sync"
+    } else {
+        "syncing"
+    };
+    (state, worked)
+}
+
 /// Keeps the shared status's phase and progress up to date from the engine's events.
 fn track(shared: &Shared, event: &Event) {
     match event {
@@ -720,6 +741,39 @@ pub fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_that_moved_nothing_and_disagrees_is_out_of_sync_not_syncing() {
+        let stuck = PassSummary {
+            in_sync: false,
+            problems: 1,
+            ..PassSummary::default()
+        };
+        assert_eq!(state_after(&stuck), ("out_of_sync", false));
+        // Not in sync with nothing counted and no problem (a rename committed): syncing.
+        let renamed = PassSummary {
+            problems: 0,
+            ..stuck.clone()
+        };
+        assert_eq!(state_after(&renamed), ("syncing", false));
+        let moving = PassSummary {
+            downloaded: 3,
+            ..stuck.clone()
+        };
+        assert_eq!(state_after(&moving), ("syncing", true));
+        let done = PassSummary {
+            in_sync: true,
+            ..moving
+        };
+        assert_eq!(state_after(&done), ("idle", true));
+        assert_eq!(
+            state_after(&PassSummary {
+                in_sync: true,
+                ..PassSummary::default()
+            }),
+            ("idle", false)
+        );
+    }
 
     #[test]
     fn feed_events_keep_the_cli_json_shapes() {

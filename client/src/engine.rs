@@ -183,6 +183,18 @@ impl From<cairn_store::Error> for SyncError {
     }
 }
 
+/// Problems a pass keeps for its summary; the rest are counted (and were sent as events).
+pub const PROBLEMS_KEPT: usize = 100;
+
+/// A path a pass could not sync, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PathProblem {
+    /// The path, relative to the folder.
+    pub path: String,
+    /// Why, on one line.
+    pub message: String,
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassSummary {
@@ -206,6 +218,13 @@ pub struct PassSummary {
     pub conflicts: u64,
     /// Paths left for the next pass.
     pub problems: u64,
+    /// What the pass reported as problems (each [`Event::Problem`]), the first
+    /// [`PROBLEMS_KEPT`] of them: paths it could not sync, and why.
+    pub problem_paths: Vec<PathProblem>,
+    /// How many problems the pass reported in all (may exceed `problem_paths`).
+    pub problem_count: u64,
+    /// Files the pass's scan read and hashed (the rest were taken from the scan cache).
+    pub files_read: u64,
     /// The head after the pass.
     pub seq: u64,
     /// Whether folder and server agreed at the end of the pass (nothing left to do).
@@ -242,8 +261,15 @@ pub struct Engine {
     clock: Clock,
     /// The filesystem's time just before the last scan began (see [`settle_scan_cache`]).
     scan_stamp: Option<i64>,
+    /// Whether the records of the last scan (and the writes since) are still to be checked
+    /// against `scan_stamp` ([`Engine::settle_scan_cache`] checks them once).
+    scan_unsettled: bool,
     /// Paths this pass wrote and recorded in the scan cache.
     written: Vec<String>,
+    /// The problems reported since the pass began (kept, counted).
+    problems: std::sync::Mutex<(Vec<PathProblem>, u64)>,
+    /// Files the scans read and hashed since the pass began.
+    files_read: u64,
 }
 
 /// Where an engine reads the time its conflict copies are named after.
@@ -389,7 +415,10 @@ impl Engine {
             checkpoints: Some(CHECKPOINT_FIRST),
             clock: Box::new(crate::time::utc_now),
             scan_stamp: None,
+            scan_unsettled: false,
             written: Vec::new(),
+            problems: std::sync::Mutex::default(),
+            files_read: 0,
         })
     }
 
@@ -540,7 +569,30 @@ impl Engine {
     }
 
     fn emit(&self, event: Event) {
+        if let Event::Problem { path, message } = &event {
+            let mut problems = self
+                .problems
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if problems.0.len() < PROBLEMS_KEPT {
+                problems.0.push(PathProblem {
+                    path: path.clone(),
+                    message: message.clone(),
+                });
+            }
+            problems.1 += 1;
+        }
         let _ = self.events.send(event);
+    }
+
+    /// The problems reported since the last call (the pass's, when called at its start and end).
+    fn take_problems(&self) -> (Vec<PathProblem>, u64) {
+        std::mem::take(
+            &mut *self
+                .problems
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// One full sync pass (see the module doc). `remote` must be connected and authenticated.
@@ -550,7 +602,15 @@ impl Engine {
     /// failed pass is simply repeated.
     pub async fn pass(&mut self, remote: &Remote) -> Result<PassSummary, SyncError> {
         let started = std::time::Instant::now();
-        let result = self.pass_inner(remote).await;
+        self.take_problems();
+        self.files_read = 0;
+        let mut result = self.pass_inner(remote).await;
+        let (kept, count) = self.take_problems();
+        if let Ok(summary) = &mut result {
+            summary.problem_paths = kept;
+            summary.problem_count = count;
+            summary.files_read = std::mem::take(&mut self.files_read);
+        }
         match &result {
             Ok(s) => tracing::debug!(
                 seq = s.seq,
@@ -823,6 +883,7 @@ impl Engine {
         seq: u64,
         root: NodeId,
     ) -> Result<PassSummary, SyncError> {
+        self.take_problems();
         self.emit(Event::Phase("scanning"));
         // A path the scan could not look at is not in `local`, so nothing is written over it
         // (see `unchanged_since_scan`).
@@ -859,6 +920,7 @@ impl Engine {
         summary.problems = failed.len() as u64;
         summary.seq = seq;
         summary.in_sync = failed.is_empty();
+        (summary.problem_paths, summary.problem_count) = self.take_problems();
         Ok(summary)
     }
 
@@ -939,7 +1001,7 @@ impl Engine {
     async fn scan_trusting(&mut self, trust_base: bool) -> Result<(Tree, Vec<String>), SyncError> {
         let root = self.options.root.clone();
         let nodes = Arc::clone(&self.nodes);
-        let cache = std::mem::take(&mut self.state.scan);
+        let mut cache = std::mem::take(&mut self.state.scan);
         self.ignores = Ignores::load(&root);
         let rules = self.ignores.fingerprint();
         if rules != self.state.ignore_rules {
@@ -966,8 +1028,18 @@ impl Engine {
         } else {
             Arc::new(Tree::new())
         };
+        // The records of the scan before are checked against that scan's own stamp, whatever
+        // came after it (a pass that found nothing to do, a rescan, a failed scan): else a
+        // record made in its stamp's tick, never checked, would be checked against this newer
+        // stamp and pass, and an edit in that tick would look like it for good.
+        if self.scan_unsettled {
+            self.state.scan = cache;
+            self.settle_scan_cache();
+            cache = std::mem::take(&mut self.state.scan);
+        }
         // Before any file is looked at: see `settle_scan_cache`.
-        self.scan_stamp = fs_now(&self.options.state_dir);
+        self.scan_stamp = fs_now(&self.options.root, &self.options.state_dir);
+        self.scan_unsettled = true;
         let (scanned, cache) = blocking(move || {
             let scanned = scan_folder(&root, nodes.as_ref(), &cache, &base, &ignores);
             Ok((scanned, cache))
@@ -982,6 +1054,7 @@ impl Engine {
             }
         };
         self.state.scan = scanned.cache;
+        self.files_read += scanned.read;
         for (path, message) in scanned.problems {
             self.emit(Event::Problem { path, message });
         }
@@ -1827,7 +1900,7 @@ impl Engine {
             });
             match placed {
                 Ok(()) => {
-                    self.record(&file.path, &file.entry);
+                    self.record(&file.path, &file.entry, file.entry.mtime_ns);
                     if let Some(dir) = file.full.parent() {
                         dirs.insert(dir.to_path_buf());
                     }
@@ -1908,7 +1981,7 @@ impl Engine {
                 std::os::unix::fs::symlink(target, &temp).map_err(|e| retry(e.to_string()))?;
                 fs::rename(&temp, &full).map_err(|e| retry(e.to_string()))?;
                 sync_parent(&full);
-                self.record(path, entry);
+                self.record(path, entry, entry.mtime_ns);
                 Ok(true)
             }
             Kind::File => Err(retry("a file is written by stage_file".into())),
@@ -1934,7 +2007,9 @@ impl Engine {
             }
             fs::set_permissions(&full, fs::Permissions::from_mode(entry.mode))
                 .map_err(|e| retry(e.to_string()))?;
-            self.record(path, entry);
+            // Its content and modification time stay the local file's.
+            let mtime = current.map_or(entry.mtime_ns, |c| c.mtime_ns);
+            self.record(path, entry, mtime);
             return Ok(None);
         }
         let Node::File(file) = self
@@ -2010,7 +2085,9 @@ impl Engine {
             let _ = fs::set_permissions(&dst, fs::Permissions::from_mode(entry.mode));
         }
         self.state.scan.remove(from.as_str());
-        self.record(to, entry);
+        // The file keeps the modification time it had at its old path.
+        let mtime = local.get(from).map_or(entry.mtime_ns, |e| e.mtime_ns);
+        self.record(to, entry, mtime);
         sync_parent(&dst);
         Ok(())
     }
@@ -2019,9 +2096,18 @@ impl Engine {
     /// saved (see [`cacheable`]): a record the scan made must have changed before the scan
     /// began, a record of a file this pass wrote must still match the file when looked at again
     /// after a fresh stamp. A dropped record costs one more read of that file next scan.
+    ///
+    /// A scan's records are checked once: checked again against the same stamp, the records
+    /// of files this pass wrote (whose change time is after it) would be dropped, and each
+    /// download read again by the next scan.
     fn settle_scan_cache(&mut self) {
         let written: HashSet<String> = std::mem::take(&mut self.written).into_iter().collect();
-        let (Some(before), Some(now)) = (self.scan_stamp, fs_now(&self.options.state_dir)) else {
+        let unsettled = std::mem::take(&mut self.scan_unsettled);
+        if !unsettled && written.is_empty() {
+            return;
+        }
+        let now = fs_now(&self.options.root, &self.options.state_dir);
+        let (Some(before), Some(now)) = (self.scan_stamp, now) else {
             self.state.scan.clear();
             return;
         };
@@ -2031,6 +2117,9 @@ impl Engine {
                 // Looked at after `now` was taken: any change since has a later change time.
                 written_cacheable(record, now)
                     && fs::symlink_metadata(root.join(path)).is_ok_and(|m| same_stat(record, &m))
+            } else if !unsettled {
+                // Checked already, by the settle that ended the scan's pass.
+                true
             } else {
                 cacheable(record, before)
             }
@@ -2038,10 +2127,18 @@ impl Engine {
     }
 
     /// Records a path the engine wrote, so the next scan does not see it as a local change.
-    fn record(&mut self, path: &RelPath, entry: &Entry) {
+    ///
+    /// The stat is taken after the write: a file someone rewrote in between (the user saving
+    /// the file a download just replaced) is not recorded as the entry, unless it still has the
+    /// entry's size and the modification time `mtime_ns` the engine left it with (a coarse
+    /// filesystem may have cut it to its granularity). Unrecorded, it is read again by the next
+    /// scan.
+    fn record(&mut self, path: &RelPath, entry: &Entry, mtime_ns: i64) {
         self.written.push(path.as_str().to_owned());
         let full = self.options.root.join(path.as_str());
-        if let Ok(meta) = fs::symlink_metadata(&full) {
+        if let Ok(meta) = fs::symlink_metadata(&full)
+            && (!meta.is_file() || looks_written(&meta, entry.size, mtime_ns))
+        {
             self.state
                 .scan
                 .insert(path.as_str().to_owned(), scan_record(&meta, entry));
@@ -2306,13 +2403,30 @@ fn ctime_ns(meta: &fs::Metadata) -> i64 {
         .saturating_add(meta.ctime_nsec())
 }
 
-/// The filesystem's own "now": the change time of a stamp file rewritten in `state_dir`. Not
-/// the wall clock, which a skewed client (or `faketime`) may set anywhere.
-fn fs_now(state_dir: &Path) -> Option<i64> {
-    let path = state_dir.join("scan.stamp");
-    let mut file = File::create(&path).ok()?;
-    std::io::Write::write_all(&mut file, b"1").ok()?;
-    file.metadata().ok().map(|meta| ctime_ns(&meta))
+/// The stamp file [`fs_now`] rewrites in a synced folder on another filesystem than its state
+/// dir (never synced: it has the temp prefix; the watcher ignores it).
+pub const STAMP_FILE: &str = ".cairn-tmp-stamp";
+
+/// The folder's filesystem's own "now": the change time of a stamp file rewritten in
+/// `state_dir`, or in `root` when that is on another filesystem (or where the folder cannot be
+/// written, in `state_dir` after all). Not the wall clock, which a skewed client (or
+/// `faketime`) may set anywhere; and not the clock of another filesystem: the stamp must have
+/// the clock and granularity of the files it is compared with. A folder on a filesystem with
+/// 1 s or 2 s timestamps (FAT, HFS+, small ext4 inodes), or on a server whose clock runs
+/// behind (NFS, SMB), compared with a nanosecond stamp of the config dir's filesystem, had its
+/// records trusted when the file changed after the stamp within the same second.
+fn fs_now(root: &Path, state_dir: &Path) -> Option<i64> {
+    let stamp = |path: PathBuf| -> Option<i64> {
+        let mut file = File::create(&path).ok()?;
+        std::io::Write::write_all(&mut file, b"1").ok()?;
+        file.metadata().ok().map(|meta| ctime_ns(&meta))
+    };
+    let in_state_dir = || stamp(state_dir.join("scan.stamp"));
+    let device = |path: &Path| fs::metadata(path).map(|m| m.dev()).ok();
+    match (device(root), device(state_dir)) {
+        (Some(a), Some(b)) if a == b => in_state_dir(),
+        _ => stamp(root.join(STAMP_FILE)).or_else(in_state_dir),
+    }
 }
 
 /// Whether a scan record can be trusted, given a stamp of the filesystem's time taken before
@@ -2332,6 +2446,13 @@ fn cacheable(record: &ScanRecord, stamp_ns: i64) -> bool {
 /// next scan: 500 MiB for a big file.
 fn written_cacheable(record: &ScanRecord, stamp_ns: i64) -> bool {
     cacheable(record, stamp_ns) || record.mtime_ns < record.ctime_ns
+}
+
+/// Whether a file has the size and modification time the engine left it with: that mtime, or
+/// that mtime cut to a coarser granularity (at most 2 s, FAT's).
+fn looks_written(meta: &fs::Metadata, size: u64, mtime: i64) -> bool {
+    let behind = mtime.saturating_sub(mtime_ns(meta));
+    meta.len() == size && (0..2_000_000_000).contains(&behind)
 }
 
 fn same_stat(record: &ScanRecord, meta: &fs::Metadata) -> bool {
@@ -2431,6 +2552,8 @@ struct Scanned {
     /// Paths the scan could not look at (a directory it could not list, a file it could not
     /// read or stat): whatever they hold now is unknown, which is not the same as gone.
     unreadable: Vec<String>,
+    /// Files read and hashed (the others came from the scan cache).
+    read: u64,
 }
 
 /// Walks the folder; reuses cache records whose stat matches, hashes the rest.
@@ -2599,6 +2722,7 @@ fn scan_folder(
             tree.insert(rel, entry);
         }
     }
+    let read = to_hash.len() as u64;
     let hashed: Vec<_> = to_hash
         .into_par_iter()
         .map(|(rel, rel_text, full, _)| {
@@ -2644,6 +2768,7 @@ fn scan_folder(
         cache: fresh,
         problems,
         unreadable,
+        read,
     })
 }
 
@@ -2934,7 +3059,8 @@ mod tests {
         let file = dir.path().join("f");
         fs::write(&file, b"one").expect("write");
         let before = ctime_ns(&fs::metadata(&file).expect("stat"));
-        let stamp = fs_now(dir.path()).expect("stamp");
+        let state_dir = tempfile::tempdir().expect("tempdir");
+        let stamp = fs_now(dir.path(), state_dir.path()).expect("stamp");
         assert!(before <= stamp, "a change before the stamp is not after it");
         fs::write(&file, b"two").expect("write");
         let after = ctime_ns(&fs::metadata(&file).expect("stat"));
@@ -2946,5 +3072,55 @@ mod tests {
         // tick, and a record made after the second write never is against this stamp.
         assert_eq!(cacheable(&record(before), stamp), before < stamp);
         assert!(!cacheable(&record(after), stamp));
+    }
+
+    #[test]
+    fn the_stamp_is_taken_on_the_folders_own_filesystem() {
+        use std::os::unix::fs::MetadataExt as _;
+        let folder = tempfile::tempdir().expect("tempdir");
+        let same = tempfile::tempdir().expect("tempdir");
+        fs_now(folder.path(), same.path()).expect("stamp");
+        assert!(same.path().join("scan.stamp").exists());
+        assert!(
+            !folder.path().join(STAMP_FILE).exists(),
+            "nothing is written in a folder on the state dir's filesystem"
+        );
+        // tmpfs: another filesystem than the temp dir's on these machines.
+        let other = tempfile::tempdir_in("/dev/shm").expect("a dir in /dev/shm");
+        let dev = |p: &Path| fs::metadata(p).expect("stat").dev();
+        assert_ne!(
+            dev(other.path()),
+            dev(same.path()),
+            "/dev/shm is its own filesystem"
+        );
+        let stamp = fs_now(other.path(), same.path()).expect("stamp");
+        let written = fs::metadata(other.path().join(STAMP_FILE)).expect("the folder's stamp");
+        assert_eq!(ctime_ns(&written), stamp);
+        // A folder that cannot be written falls back to the state dir.
+        let gone = other.path().join("gone");
+        assert!(fs_now(&gone, same.path()).is_some());
+    }
+
+    #[test]
+    fn a_file_rewritten_after_the_engine_wrote_it_does_not_look_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("f");
+        fs::write(&file, b"downloaded").expect("write");
+        let mtime = 1_700_000_000_123_456_789;
+        let at = std::time::UNIX_EPOCH + Duration::from_nanos(mtime as u64);
+        File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(at))
+            .expect("set mtime");
+        let meta = fs::metadata(&file).expect("stat");
+        assert!(looks_written(&meta, 10, mtime));
+        // A coarse filesystem's cut of it (down, by less than 2 s) still does.
+        assert!(looks_written(&meta, 10, mtime + 999_000_000));
+        // Another size, or a later write's time, does not.
+        assert!(!looks_written(&meta, 11, mtime));
+        fs::write(&file, b"edited!!!!").expect("rewrite");
+        let meta = fs::metadata(&file).expect("stat");
+        assert!(!looks_written(&meta, 10, mtime));
     }
 }

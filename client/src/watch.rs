@@ -33,10 +33,15 @@ impl FolderWatcher {
         let (tx, events) = unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                // Access events (a file was read) change nothing; an error (an overflowed queue, a
-                // lost watch) wakes the daemon to rescan.
+                // Access events (a file was read) change nothing, nor does the engine's stamp
+                // (rewritten after every pass, it would wake the daemon for the next); an error
+                // (an overflowed queue, a lost watch) wakes the daemon to rescan.
                 let wake = match &event {
-                    Ok(event) => !matches!(event.kind, notify::EventKind::Access(_)),
+                    Ok(event) => {
+                        let only_stamp =
+                            !event.paths.is_empty() && event.paths.iter().all(|p| is_stamp(p));
+                        !matches!(event.kind, notify::EventKind::Access(_)) && !only_stamp
+                    }
                     Err(_) => true,
                 };
                 if wake {
@@ -88,6 +93,11 @@ impl FolderWatcher {
         while self.events.try_recv().is_ok() {}
         self.burst = None;
     }
+}
+
+fn is_stamp(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|name| name == crate::engine::STAMP_FILE)
 }
 
 fn reason(err: &notify::Error) -> String {
@@ -156,5 +166,11 @@ mod tests {
             .await
             .expect("a change in a new directory is seen");
         assert!(woke);
+        // The engine's stamp, rewritten after each pass, wakes nobody.
+        for _ in 0..3 {
+            std::fs::write(dir.path().join(crate::engine::STAMP_FILE), b"1").expect("write");
+        }
+        let quiet = tokio::time::timeout(Duration::from_millis(600), watcher.changed()).await;
+        assert!(quiet.is_err(), "the stamp woke the watcher");
     }
 }

@@ -135,10 +135,14 @@ async fn two_devices_converge_and_no_change_is_one_round_trip() {
     assert_eq!(snapshot(&a.root), snapshot(&b.root));
 
     // Nothing changed: both passes end at the head check, moving no blocks.
-    for device in [&mut a, &mut b] {
+    for (device, downloaded) in [(&mut a, false), (&mut b, true)] {
         let quiet = device.sync().await;
         assert!(quiet.in_sync, "{quiet:?}");
         assert_eq!((quiet.blocks_up, quiet.blocks_down), (0, 0));
+        if downloaded {
+            // What B downloaded was recorded as written: its scan reads none of it again.
+            assert_eq!(quiet.files_read, 0, "{quiet:?}");
+        }
     }
 
     // Disjoint changes on both sides merge.
@@ -970,6 +974,13 @@ async fn a_file_that_cannot_be_read_is_left_as_it_was_not_deleted() {
     writer.join().expect("writer");
     assert_eq!(pass.deleted_remote, 0, "{pass:?}");
     assert!(pass.problems >= 1 && !pass.in_sync, "{pass:?}");
+    // The summary names it, for the daemon's status (`out_of_sync` with this list).
+    assert!(
+        pass.problem_paths.iter().any(|p| p.path == "vm.img"),
+        "{:?}",
+        pass.problem_paths
+    );
+    assert_eq!(pass.problem_count, pass.problem_paths.len() as u64);
     assert_eq!(pass.uploaded, 1, "notes.txt still goes: {pass:?}");
     let pulled = b.sync().await;
     assert_eq!(pulled.deleted_local, 0, "{pulled:?}");

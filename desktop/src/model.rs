@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use cairn_client::conflicts::ConflictRecord;
 use cairn_client::control::DaemonStatus;
 use cairn_client::daemon::FeedEvent;
+use cairn_client::engine::PathProblem;
 use cairn_protocol::api::VersionInfo;
 
 /// Feed items kept (older ones drop off).
@@ -14,6 +15,9 @@ pub(crate) const FEED_ITEMS_MAX: usize = 500;
 
 /// Seconds of progress samples the transfer rate is averaged over.
 const RATE_WINDOW_SECS: f64 = 5.0;
+
+/// Paths the status page lists of those the last pass could not sync.
+const PROBLEMS_SHOWN: usize = 3;
 
 // ----- setup -----
 
@@ -198,7 +202,7 @@ pub(crate) struct Transfer {
 pub(crate) struct Dashboard {
     /// The server link.
     pub(crate) connection: Connection,
-    /// The daemon's state (`starting`, `idle`, `syncing`, `paused`, `error`).
+    /// The daemon's state (`starting`, `idle`, `syncing`, `out_of_sync`, `paused`, `error`).
     pub(crate) state: String,
     /// The pass's phase.
     pub(crate) phase: Option<String>,
@@ -212,6 +216,8 @@ pub(crate) struct Dashboard {
     pub(crate) usage: Option<(i64, i64)>,
     /// Unresolved conflicts.
     pub(crate) conflicts: usize,
+    /// What the last pass could not sync (the first of them), and how many in all.
+    pub(crate) problems: (Vec<PathProblem>, u64),
     /// Whether the folder is watched.
     pub(crate) watching: bool,
     /// The synced folder.
@@ -237,6 +243,7 @@ impl Default for Dashboard {
             error: None,
             usage: None,
             conflicts: 0,
+            problems: (Vec::new(), 0),
             watching: false,
             folder: String::new(),
             server: String::new(),
@@ -263,6 +270,7 @@ impl Dashboard {
             .as_ref()
             .map(|e| (e.clone(), advice_for(e)));
         self.conflicts = status.conflicts;
+        self.problems = (status.problems.clone(), status.problem_count);
         self.watching = status.watching;
         self.folder.clone_from(&status.folder);
         self.server.clone_from(&status.server);
@@ -352,6 +360,11 @@ impl Dashboard {
             "idle" => "Up to date".to_owned(),
             "paused" => "Paused".to_owned(),
             "error" => "Sync problem".to_owned(),
+            "out_of_sync" => match self.problems.1 {
+                0 => "Not in sync".to_owned(),
+                1 => "Can't sync 1 file".to_owned(),
+                n => format!("Can't sync {n} files"),
+            },
             "starting" => "Starting…".to_owned(),
             _ => match self.phase.as_deref() {
                 Some("uploading") => "Uploading…".to_owned(),
@@ -370,9 +383,41 @@ impl Dashboard {
         match self.state.as_str() {
             "idle" => "emblem-ok-symbolic",
             "paused" => "media-playback-pause-symbolic",
-            "error" => "dialog-warning-symbolic",
+            "error" | "out_of_sync" => "dialog-warning-symbolic",
             _ => "emblem-synchronizing-symbolic",
         }
+    }
+
+    /// What the last pass could not sync, as a heading and the first few paths with their
+    /// reasons (`None` when it synced everything).
+    pub(crate) fn problems_text(&self) -> Option<(String, String)> {
+        let (kept, count) = &self.problems;
+        if *count == 0 {
+            return None;
+        }
+        let heading = if *count == 1 {
+            "1 file could not be synced".to_owned()
+        } else {
+            format!("{count} files could not be synced")
+        };
+        let mut lines: Vec<String> = kept
+            .iter()
+            .take(PROBLEMS_SHOWN)
+            .map(|p| format!("{} — {}", p.path, p.message))
+            .collect();
+        let shown = kept.len().min(PROBLEMS_SHOWN) as u64;
+        if *count > shown {
+            lines.push(format!("…and {} more.", count - shown));
+        }
+        lines.push(format!(
+            "Cairn tries again when {}. The rest of the folder is in sync.",
+            if *count == 1 {
+                "it changes"
+            } else {
+                "they change"
+            }
+        ));
+        Some((heading, lines.join("\n")))
     }
 
     /// The transfer as text ("Uploading 3 files — 1.2 MB of 4.0 MB, 800 kB/s, about 4 s left"),

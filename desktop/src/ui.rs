@@ -839,7 +839,14 @@ impl Ui {
                     "Check your network and that the server runs. Changes wait here and sync when it is back.",
                 );
             }
-            _ => v.error_box.set_visible(false),
+            (None, _) => match d.problems_text() {
+                Some((heading, list)) => {
+                    v.error_box.set_visible(true);
+                    v.error.set_text(&heading);
+                    v.advice.set_text(&list);
+                }
+                None => v.error_box.set_visible(false),
+            },
         }
         v.server.set_subtitle(&glib::markup_escape_text(&d.server));
         if let Some(started) = &state.started {

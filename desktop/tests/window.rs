@@ -547,7 +547,28 @@ async fn the_app_sets_up_syncs_and_closes_cleanly() {
         std::fs::read_to_string(folder.join("plan.txt")).expect("winner"),
         "their plan\n"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A file that cannot be synced (its name is not UTF-8) is named on the status page.
+    {
+        use std::os::unix::ffi::OsStrExt as _;
+        let bad = std::ffi::OsStr::from_bytes(b"r\xe9sum\xe9.txt");
+        std::fs::write(folder.join(bad), "latin-1\n").expect("write");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cairn_client::control::ask(&state_dir, "status").await;
+        if status
+            .as_ref()
+            .is_some_and(|s| s["problem_count"] == 1 && s["state"] == "idle")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the problem was never reported: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     tokio::task::block_in_place(|| {
         app.screenshot(&shots.join("status.png"));
         app.key(&window, "alt+2");

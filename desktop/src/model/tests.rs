@@ -145,6 +145,35 @@ fn the_rate_is_averaged_over_recent_samples_only() {
 }
 
 #[test]
+fn paths_that_cannot_be_synced_are_named_not_shown_as_syncing() {
+    let mut d = Dashboard::default();
+    let mut s = status("out_of_sync");
+    s.problem_count = 5;
+    s.problems = (0..5)
+        .map(|i| cairn_client::engine::PathProblem {
+            path: format!("locked/{i}.db"),
+            message: "Permission denied (os error 13); retried next pass".into(),
+        })
+        .collect();
+    d.apply_status(&s);
+    assert_eq!(d.headline(), "Can't sync 5 files");
+    assert_eq!(d.icon(), "dialog-warning-symbolic");
+    let (heading, list) = d.problems_text().expect("problems");
+    assert_eq!(heading, "5 files could not be synced");
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(
+        lines[0],
+        "locked/0.db — Permission denied (os error 13); retried next pass"
+    );
+    assert_eq!(lines.len(), PROBLEMS_SHOWN + 2, "{list}");
+    assert_eq!(lines[PROBLEMS_SHOWN], "…and 2 more.");
+    // A later pass that synced everything clears them.
+    d.apply_status(&status("idle"));
+    assert!(d.problems_text().is_none());
+    assert_eq!(d.headline(), "Up to date");
+}
+
+#[test]
 fn errors_come_with_advice_and_offline_is_shown() {
     let mut d = Dashboard::default();
     let mut s = status("error");
