@@ -76,14 +76,21 @@ impl Blocks {
     }
 
     /// Empties a bucket's trash: referenced blocks go back, the others are deleted once trashed
-    /// at or before `cutoff` (a local store deletes at once and has no trash).
+    /// at or before `cutoff`, nodes first, waiting `settle` after each wave (see
+    /// [`crate::s3::S3BlockStore::empty_trash`]; a local store deletes at once and has no
+    /// trash).
     ///
     /// # Errors
     /// Store errors.
-    pub fn empty_trash(&self, live: &HashSet<BlockId>, cutoff: SystemTime) -> Result<TrashReport> {
+    pub fn empty_trash(
+        &self,
+        live: &HashSet<BlockId>,
+        cutoff: SystemTime,
+        settle: std::time::Duration,
+    ) -> Result<TrashReport> {
         match self {
             Blocks::Local(_) => Ok(TrashReport::default()),
-            Blocks::S3(store) => store.empty_trash(live, cutoff),
+            Blocks::S3(store) => store.empty_trash(live, cutoff, settle),
         }
     }
 

@@ -50,4 +50,7 @@ pub struct Services {
     pub s3_url: Option<String>,
     /// S3 access key id and secret; `None` reads the standard `AWS_*` variables.
     pub s3_credentials: Option<(String, String)>,
+    /// How long the bucket trash's purge waits after each wave of nodes; `None` is
+    /// [`crate::jobs::TRASH_SETTLE`].
+    pub trash_settle: Option<std::time::Duration>,
 }

@@ -1114,10 +1114,10 @@ pub async fn pending_uploads(db: &Db, user_id: i64) -> DbResult<(i64, i64)> {
 
 /// Records `objects` (hex id, bytes) as uploaded to the folder (readable by it) and charges the
 /// rows it adds to the owner's pending bytes, in one transaction. Returns the bytes charged: an
-/// object the folder already had costs nothing. A committed row stays committed, unless its
-/// object is among `anew` (the store did not have it: it was collected since its commit): then
-/// it is marked [`RESTORED`], so the next commit naming it checks its subtree again instead of
-/// trusting a node that may have come back alone.
+/// object the folder already had costs nothing. A committed row (of any folder) stays
+/// committed, unless its object is among `anew` (the store did not have it: it was collected
+/// since its commit): then it is marked [`RESTORED`], so the next commit naming it checks its
+/// subtree again instead of trusting a node that may have come back alone.
 ///
 /// # Errors
 /// SQL errors.
@@ -1131,12 +1131,12 @@ pub async fn add_uploaded(
 ) -> DbResult<i64> {
     let mut tx = db.pool.begin().await?;
     // The owner's row first, as a commit locks it (for the quota) before the folder's objects:
-    // the same order in both, so two transactions on PostgreSQL cannot deadlock. Everything is
-    // charged up front; what the folder already had is given back below.
+    // the same order in both, so two transactions on PostgreSQL cannot deadlock (other
+    // folders' rows, which a restore below may update, are taken in an order of their own).
+    // Everything is charged up front; what the folder already had is given back below.
     let offered: i64 = objects.iter().map(|(_, size)| *size).sum();
     add_pending(&mut tx, owner_id, offered).await?;
     let mut charged = 0;
-    let mut inserted = std::collections::HashSet::new();
     // Two parameters a row: half the rows of a statement, for the binding cost.
     for batch in objects.chunks(OBJECT_BATCH_LEN / 2) {
         let rows: Vec<String> = (0..batch.len())
@@ -1156,35 +1156,63 @@ pub async fn add_uploaded(
         }
         for row in query.fetch_all(&mut *tx).await? {
             charged += row.try_get::<i64, _>("size")?;
-            inserted.insert(row.try_get::<String, _>("id")?);
         }
     }
     if charged != offered {
         add_pending(&mut tx, owner_id, charged - offered).await?;
     }
-    // New to the store but not to the folder: collected since the folder had it (usually none;
-    // a first upload inserts its rows above).
-    let restored: Vec<&str> = anew
-        .iter()
-        .copied()
-        .filter(|id| !inserted.contains(*id))
-        .collect();
-    for batch in restored.chunks(OBJECT_BATCH_LEN) {
-        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
+    // New to the store: collected since any folder that committed it did so. Every folder's
+    // committed row of it is marked, not only this folder's: another folder's commit would
+    // otherwise stop at a node that came back without its subtree (this upload may have stopped
+    // before it). Such rows are rare (`folder_objects_id` finds them without locking); the few
+    // found are updated in (folder, id) order, so two uploads restoring the same objects take
+    // their row locks in the same order.
+    let mut restored: Vec<(i64, String)> = Vec::new();
+    for batch in anew.chunks(OBJECT_BATCH_LEN) {
+        let placeholders: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 1)).collect();
         let sql = format!(
-            "UPDATE folder_objects SET committed = {RESTORED}, size = 0 \
-             WHERE folder_id = $1 AND committed = {COMMITTED} AND id IN ({})",
+            "SELECT folder_id, id FROM folder_objects WHERE committed = {COMMITTED} AND id IN ({})",
             placeholders.join(", ")
         );
         // Only constants and placeholders are formatted in; every value is bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(folder_id);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in batch {
             query = query.bind(*id);
         }
-        query.execute(&mut *tx).await?;
+        for row in query.fetch_all(&mut *tx).await? {
+            restored.push((row.try_get("folder_id")?, row.try_get("id")?));
+        }
+    }
+    restored.sort();
+    for (folder, id) in &restored {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE folder_objects SET committed = {RESTORED}, size = 0 \
+             WHERE folder_id = $1 AND id = $2 AND committed = {COMMITTED}"
+        )))
+        .bind(folder)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(charged)
+}
+
+/// Marks every committed row [`RESTORED`]: after the block store's index was rebuilt from its
+/// packs, a stored node may be one the collector had deleted whose pack outlived its
+/// children's, so no stored node vouches for its subtree until a commit has walked it again.
+/// Returns the rows marked.
+///
+/// # Errors
+/// SQL errors.
+pub async fn distrust_committed(db: &Db) -> DbResult<u64> {
+    // Only constants are formatted in.
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE folder_objects SET committed = {RESTORED}, size = 0 WHERE committed = {COMMITTED}"
+    )))
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 async fn add_pending(conn: &mut AnyConnection, user_id: i64, delta: i64) -> DbResult<()> {

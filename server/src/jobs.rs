@@ -349,6 +349,13 @@ fn parse_nodes(rows: Result<Vec<String>, db::DbError>) -> Result<Vec<NodeId>, St
         .collect()
 }
 
+/// How long the trash's purge waits after each wave of nodes before it looks whether a read
+/// put one back (see [`crate::s3::S3BlockStore::empty_trash`]): longer than a read from the
+/// trash and its put may take, retries included (the bucket client retries a request for up
+/// to 180 s). Garbage trees are a few levels deep, so a purge takes some minutes more; it runs
+/// in the background, under the collector's lease.
+pub const TRASH_SETTLE: Duration = Duration::from_secs(240);
+
 async fn collect_garbage_leased(state: &AppState, grace: Duration) -> Result<GcReport, String> {
     // Roots are read before the walk: a commit made during the walk references only blocks that
     // are either reachable from an older root or young, so neither is deleted.
@@ -366,6 +373,7 @@ async fn collect_garbage_leased(state: &AppState, grace: Duration) -> Result<GcR
     let (uploads_expired, pending_released) = db::expire_uploads(&state.db, cutoff_ms)
         .await
         .map_err(|e| e.to_string())?;
+    let settle = state.config.services.trash_settle.unwrap_or(TRASH_SETTLE);
     let store = Arc::clone(&state.store);
     tokio::task::spawn_blocking(move || {
         let live = reachable(store.as_ref(), &roots, &versions)
@@ -389,8 +397,8 @@ async fn collect_garbage_leased(state: &AppState, grace: Duration) -> Result<GcR
         // check and the delete are one step: an upload that deduplicates against a block, or a
         // "stored" answer to a client, refreshes it meanwhile and keeps it. A bucket's block goes
         // to the trash, which still serves it (see `crate::s3`).
-        let swept = Garbage::plan(candidates, nodes)
-            .sweep(|id| store.delete_if_older(id, cutoff))
+        let (swept, under_kept) = Garbage::plan(candidates, nodes)
+            .sweep_keeping(|id| store.delete_if_older(id, cutoff))
             .map_err(|e| e.to_string())?;
         report.deleted = swept.deleted;
         report.young = swept.young;
@@ -404,8 +412,12 @@ async fn collect_garbage_leased(state: &AppState, grace: Duration) -> Result<GcR
         // late; the second grace is margin (a collector stalled between the copy and the
         // delete, uploads expired only by the hourly run).
         let trash_cutoff = cutoff.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        // What lies under an unreferenced node kept in the store (young: a read put it back from
+        // the trash, an upload refreshed it) stays too, and goes back if it was trashed.
+        let mut keep = live;
+        keep.extend(under_kept);
         let trash = store
-            .empty_trash(&live, trash_cutoff)
+            .empty_trash(&keep, trash_cutoff, settle)
             .map_err(|e| e.to_string())?;
         report.purged = trash.purged;
         report.restored = trash.restored;

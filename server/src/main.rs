@@ -174,6 +174,12 @@ async fn run(args: Args) -> Result<ExitCode> {
                     "blocks are in S3 (CAIRN_S3_URL), which keeps no index log; nothing to rebuild"
                 );
             }
+            // The rebuilt index may hold nodes the collector had deleted, back without their
+            // children (their packs were compacted at other times): commits must not stop at
+            // them. Done first, so a rebuilt index is never trusted as the old one was.
+            let db = cairn_server::db::Db::connect(&config.database_url).await?;
+            db.migrate().await?;
+            let distrusted = cairn_server::db::distrust_committed(&db).await?;
             let path = config.storage_path.clone();
             let report =
                 tokio::task::spawn_blocking(move || FsBlockStore::rebuild_index(&path)).await??;
@@ -197,6 +203,9 @@ async fn run(args: Args) -> Result<ExitCode> {
                         "; the previous log is kept as {}",
                         p.display()
                     ))
+            ));
+            say(&format!(
+                "{distrusted} committed objects will be checked again by the next commit naming them"
             ));
             say(
                 "next: run `cairn-server check` to verify every folder's blocks against the metadata",
@@ -292,6 +301,7 @@ fn config(args: &Args) -> Result<ServerConfig> {
             job_retry_delay: None,
             s3_url: args.s3_url.clone().filter(|url| !url.is_empty()),
             s3_credentials: None,
+            trash_settle: None,
         },
     })
 }

@@ -22,6 +22,7 @@ use cairn_store::{BlockId, BlockStore, NodeId};
 use quinn::{RecvStream, SendStream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::{AppState, authenticate, now_ms};
 use crate::commit::{RootError, RootOutcome, commit_root_keeping};
@@ -30,8 +31,52 @@ use crate::db;
 /// Concurrent streams one connection may have open.
 pub const STREAMS_MAX: u32 = 64;
 
-/// Bytes of blocks one `PutBlocks` handler holds before it stores them.
-const PUT_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes of blocks one `PutBlocks` handler holds before it stores them (the client sends
+/// 8 MiB requests, each stored as one batch).
+const PUT_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// `PutBlocks` handlers one connection runs at once (the client keeps four in flight). More
+/// wait unread: QUIC's flow control holds their sender back.
+const PUTS_PER_CONNECTION: usize = 8;
+
+/// `PutBlocks` handlers the server runs at once, over all connections. Each holds at most
+/// [`PUT_BATCH_BYTES`] and a block, so together they hold at most 768 MiB, whatever the number
+/// of connections and streams (64 streams per connection could otherwise hold 2 GiB each).
+const PUTS_MAX: usize = 24;
+
+/// How long a `PutBlocks` handler waits for each block while it holds its place (a sender
+/// trickling bytes would keep the place from others): as long as a client waits for an answer.
+const PUT_BLOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Places for `PutBlocks` handlers: one of the connection's and one of the server's.
+#[derive(Clone)]
+struct PutGate {
+    connection: Arc<Semaphore>,
+    server: Arc<Semaphore>,
+}
+
+impl PutGate {
+    fn new(connection: usize, server: &Arc<Semaphore>) -> PutGate {
+        PutGate {
+            connection: Arc::new(Semaphore::new(connection)),
+            server: Arc::clone(server),
+        }
+    }
+
+    /// Waits for a place, the connection's first: a connection waiting for the server's holds
+    /// one of its own places, never more of the server's than its share.
+    async fn enter(&self) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), Refusal> {
+        let own = Arc::clone(&self.connection)
+            .acquire_owned()
+            .await
+            .map_err(|e| Refusal::internal(&e))?;
+        let shared = Arc::clone(&self.server)
+            .acquire_owned()
+            .await
+            .map_err(|e| Refusal::internal(&e))?;
+        Ok((own, shared))
+    }
+}
 
 /// The certificate the endpoint presents, and its fingerprint for trust on first use.
 pub struct TlsMaterial {
@@ -136,11 +181,13 @@ pub fn bind(addr: SocketAddr, tls: &TlsMaterial) -> Result<quinn::Endpoint, Stri
 
 /// Accepts connections until the endpoint is closed.
 pub async fn serve(endpoint: quinn::Endpoint, state: AppState) {
+    let puts = Arc::new(Semaphore::new(PUTS_MAX));
     while let Some(incoming) = endpoint.accept().await {
         let state = state.clone();
+        let gate = PutGate::new(PUTS_PER_CONNECTION, &puts);
         tokio::spawn(async move {
             match incoming.await {
-                Ok(connection) => serve_connection(connection, state).await,
+                Ok(connection) => serve_connection(connection, state, gate).await,
                 Err(err) => tracing::debug!(%err, "QUIC handshake failed"),
             }
         });
@@ -157,7 +204,7 @@ struct Session {
 
 type SharedSession = Arc<Mutex<Option<Session>>>;
 
-async fn serve_connection(connection: quinn::Connection, state: AppState) {
+async fn serve_connection(connection: quinn::Connection, state: AppState, gate: PutGate) {
     let remote = connection.remote_address();
     let _connected = state.metrics.client_connected("quic");
     let session: SharedSession = Arc::default();
@@ -171,8 +218,9 @@ async fn serve_connection(connection: quinn::Connection, state: AppState) {
         };
         let state = state.clone();
         let session = Arc::clone(&session);
+        let gate = gate.clone();
         tokio::spawn(async move {
-            if let Err(err) = serve_stream(&state, &session, send, recv).await {
+            if let Err(err) = serve_stream(&state, &session, &gate, send, recv).await {
                 tracing::debug!(%remote, %err, "QUIC stream failed");
             }
         });
@@ -195,6 +243,7 @@ impl Refusal {
 async fn serve_stream(
     state: &AppState,
     session: &SharedSession,
+    gate: &PutGate,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<(), StreamError> {
@@ -222,7 +271,7 @@ async fn serve_stream(
         }
         Err(err) => return Err(err),
     };
-    let outcome = handle(state, session, &request, &mut send, &mut recv).await;
+    let outcome = handle(state, session, gate, &request, &mut send, &mut recv).await;
     if let Err(Refusal(code, message)) = outcome {
         write_control(&mut send, &Response::Error { code, message }).await?;
     }
@@ -233,6 +282,7 @@ async fn serve_stream(
 async fn handle(
     state: &AppState,
     session: &SharedSession,
+    gate: &PutGate,
     request: &Request,
     send: &mut SendStream,
     recv: &mut RecvStream,
@@ -298,6 +348,7 @@ async fn handle(
             reply(send, Response::Lacking { indices }).await
         }
         Request::PutBlocks { count, .. } => {
+            let _place = gate.enter().await?;
             let (ids, new) = put_blocks(state, who.user_id, folder.id, *count, recv).await?;
             reply(send, Response::Stored { ids, new }).await
         }
@@ -561,8 +612,17 @@ async fn put_blocks(
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut batch_bytes = 0usize;
     for i in 0..count {
-        let block = read_raw(recv, RAW_FRAME_MAX)
+        let block = tokio::time::timeout(PUT_BLOCK_WAIT, read_raw(recv, RAW_FRAME_MAX))
             .await
+            .map_err(|_| {
+                Refusal(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "block {i} did not arrive within {} s",
+                        PUT_BLOCK_WAIT.as_secs()
+                    ),
+                )
+            })?
             .map_err(|e| Refusal(ErrorCode::BadRequest, format!("reading block {i}: {e}")))?;
         batch_bytes += block.len();
         batch.push(block);
@@ -622,4 +682,37 @@ async fn reply(send: &mut SendStream, response: Response) -> Result<(), Refusal>
     write_control(send, &response)
         .await
         .map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn waits(gate: &PutGate) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(50), gate.enter())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn put_handlers_wait_for_a_place_of_their_connection_and_of_the_server() {
+        let server = Arc::new(Semaphore::new(3));
+        let a = PutGate::new(2, &server);
+        let b = PutGate::new(2, &server);
+        let first = a.enter().await.ok().expect("a place");
+        let _second = a.enter().await.ok().expect("a place");
+        // A's own places are taken: a third waits, though the server has one left.
+        assert!(waits(&a).await);
+        let _b1 = b.enter().await.ok().expect("a place");
+        // The server's are taken: B waits, though its connection has one left.
+        assert!(waits(&b).await);
+        drop(first);
+        let _b2 = tokio::time::timeout(std::time::Duration::from_secs(5), b.enter())
+            .await
+            .expect("a freed place is taken")
+            .ok()
+            .expect("a place");
+        assert_eq!(server.available_permits(), 0);
+        assert_eq!(a.connection.available_permits(), 1);
+    }
 }

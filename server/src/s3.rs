@@ -389,9 +389,20 @@ impl S3BlockStore {
         })
     }
 
-    /// Empties the trash: a block in `live` is put back (unless `blocks/` has it again), any
-    /// other one is deleted for good once it was trashed at or before `cutoff`, and the rest
-    /// wait.
+    /// Empties the trash: a block in `live` is put back (unless `blocks/` has it again), and so
+    /// is everything under a trashed node put back; any other one is deleted for good once it
+    /// was trashed at or before `cutoff`, and the rest wait.
+    ///
+    /// The purge keeps the rule of [`cairn_store::gc`]: no stored node without its subtree. A
+    /// read or an existence check puts a trashed object back in `blocks/` on its own, without
+    /// its children, so a node put back while its children were purged (or after a purge cut
+    /// short between them) would break it. So the trashed nodes are read first: nothing under
+    /// a node not yet due goes, and the due ones are purged in waves, parents first; after each
+    /// wave, once `settle` has passed (longer than a put-back under way takes), a node found
+    /// back in `blocks/` keeps everything under it in the trash. The collector passes in `live`
+    /// what lies under the unreferenced nodes it kept in `blocks/` (such a node put back), so
+    /// the next runs put that back rather than purge it. Data, which references nothing, goes
+    /// last.
     ///
     /// # Errors
     /// S3 errors.
@@ -399,11 +410,12 @@ impl S3BlockStore {
         &self,
         live: &std::collections::HashSet<BlockId>,
         cutoff: SystemTime,
+        settle: Duration,
     ) -> Result<TrashReport> {
         let prefix = ObjectPath::from(self.trash.as_str());
-        self.block_on(async {
-            let trashed: Vec<(BlockId, SystemTime)> = self
-                .store
+        let mut report = TrashReport::default();
+        let trashed: Vec<(BlockId, SystemTime)> = self.block_on(async {
+            self.store
                 .list(Some(&prefix))
                 .map_err(|e| self.error("listing the trash", None, e))
                 .try_filter_map(|meta| async move {
@@ -414,33 +426,133 @@ impl S3BlockStore {
                         .map(|id| (id, SystemTime::from(meta.last_modified))))
                 })
                 .try_collect()
-                .await?;
-            let outcomes: Vec<TrashOutcome> = futures_util::stream::iter(trashed)
-                .map(|(id, trashed_at)| async move {
-                    if live.contains(&id) {
-                        self.put_back(&id).await
-                    } else if trashed_at <= cutoff {
-                        self.delete_trashed(&id)
-                            .await
-                            .map(|()| TrashOutcome::Purged)
-                    } else {
-                        Ok(TrashOutcome::Waiting)
-                    }
-                })
+                .await
+        })?;
+        if trashed.is_empty() {
+            return Ok(report);
+        }
+        let ids: Vec<BlockId> = trashed.iter().map(|(id, _)| *id).collect();
+        let in_trash: std::collections::HashSet<BlockId> = ids.iter().copied().collect();
+        let nodes = self.block_on(self.trashed_nodes(&ids))?;
+        // Back: the live, and what lies under a trashed node that goes back.
+        let mut back: std::collections::HashSet<BlockId> = std::collections::HashSet::new();
+        for id in ids.iter().filter(|id| live.contains(id)) {
+            if back.insert(*id) {
+                shelter(&nodes, id, &mut back);
+            }
+        }
+        // Kept in the trash this run: what lies under a node not yet due, under a node a read
+        // put back, or under (and in) an unplaced one (a reference cycle, which hashing rules
+        // out).
+        let mut kept: std::collections::HashSet<BlockId> = std::collections::HashSet::new();
+        let mut due = Vec::new();
+        for (id, trashed_at) in &trashed {
+            if back.contains(id) {
+                continue;
+            }
+            if *trashed_at <= cutoff {
+                due.push(*id);
+            } else {
+                kept.insert(*id);
+                shelter(&nodes, id, &mut kept);
+            }
+        }
+        let due_nodes: std::collections::HashMap<BlockId, Vec<BlockId>> = due
+            .iter()
+            .filter_map(|id| nodes.get(id).map(|refs| (*id, refs.clone())))
+            .collect();
+        let (waves, unplaced) = waves(&due_nodes);
+        for id in &unplaced {
+            kept.insert(*id);
+            shelter(&nodes, id, &mut kept);
+        }
+        self.block_on(async {
+            let back: Vec<&BlockId> = back.iter().filter(|id| in_trash.contains(id)).collect();
+            let outcomes: Vec<TrashOutcome> = futures_util::stream::iter(back)
+                .map(|id| self.put_back(id))
                 .buffered(S3_CONCURRENCY)
                 .try_collect()
                 .await?;
-            let mut report = TrashReport::default();
-            for outcome in outcomes {
-                match outcome {
-                    TrashOutcome::Restored => report.restored += 1,
-                    TrashOutcome::Purged => report.purged += 1,
-                    TrashOutcome::Waiting => report.waiting += 1,
-                    TrashOutcome::Redundant => {}
+            report.restored += outcomes
+                .iter()
+                .filter(|o| matches!(o, TrashOutcome::Restored))
+                .count() as u64;
+            for wave in waves {
+                let wave: Vec<BlockId> = wave.into_iter().filter(|id| !kept.contains(id)).collect();
+                futures_util::stream::iter(&wave)
+                    .map(|id| self.delete_trashed(id))
+                    .buffered(S3_CONCURRENCY)
+                    .try_collect::<Vec<()>>()
+                    .await?;
+                // No put-back of these can begin now; one under way has ended by then.
+                tokio::time::sleep(settle).await;
+                let found: Vec<bool> = futures_util::stream::iter(&wave)
+                    .map(|id| async move { Ok::<_, Error>(self.head(id).await?.is_some()) })
+                    .buffered(S3_CONCURRENCY)
+                    .try_collect()
+                    .await?;
+                for (id, found) in wave.iter().zip(found) {
+                    if found {
+                        shelter(&nodes, id, &mut kept);
+                    } else {
+                        report.purged += 1;
+                    }
                 }
             }
+            let data: Vec<&BlockId> = due
+                .iter()
+                .filter(|id| !nodes.contains_key(id) && !kept.contains(id))
+                .collect();
+            futures_util::stream::iter(&data)
+                .map(|id| self.delete_trashed(id))
+                .buffered(S3_CONCURRENCY)
+                .try_collect::<Vec<()>>()
+                .await?;
+            report.purged += data.len() as u64;
+            report.waiting += trashed.iter().filter(|(id, _)| kept.contains(id)).count() as u64;
             Ok(report)
         })
+    }
+
+    /// Which of the trashed objects `ids` are nodes, with what each references (read from the
+    /// trash: two bytes each, the whole object where they could start a node).
+    async fn trashed_nodes(
+        &self,
+        ids: &[BlockId],
+    ) -> Result<std::collections::HashMap<BlockId, Vec<BlockId>>> {
+        let found: Vec<Option<(BlockId, Vec<BlockId>)>> = futures_util::stream::iter(ids)
+            .map(|id| async move {
+                let path = self.trash_path(id);
+                let prefix = match self.store.get_range(&path, 0..2).await {
+                    Ok(bytes) => bytes.to_vec(),
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    // A server that refuses a range past a short object's end.
+                    Err(_) => match self.fetch_at(id, &path).await {
+                        Ok(mut data) => {
+                            data.truncate(2);
+                            data
+                        }
+                        Err(Error::BlockMissing(_) | Error::BlockCorrupt { .. }) => {
+                            return Ok(None);
+                        }
+                        Err(err) => return Err(err),
+                    },
+                };
+                if !cairn_store::node::Node::may_start(&prefix) {
+                    return Ok(None);
+                }
+                match self.fetch_at(id, &path).await {
+                    Ok(bytes) => Ok(cairn_store::node::Node::decode(&bytes)
+                        .ok()
+                        .map(|node| (*id, node.references()))),
+                    Err(Error::BlockMissing(_) | Error::BlockCorrupt { .. }) => Ok(None),
+                    Err(err) => Err(err),
+                }
+            })
+            .buffered(S3_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Puts a trashed block that is referenced back in `blocks/` (if an upload has not), then
@@ -525,8 +637,72 @@ enum TrashOutcome {
     Restored,
     /// Referenced, but `blocks/` had it again: only the trashed copy went.
     Redundant,
-    Purged,
-    Waiting,
+}
+
+/// The trashed nodes `nodes` in waves: each node after every trashed node that references it.
+/// Nodes no wave can take (a reference cycle, which hashing rules out) are returned apart.
+fn waves(
+    nodes: &std::collections::HashMap<BlockId, Vec<BlockId>>,
+) -> (Vec<Vec<BlockId>>, Vec<BlockId>) {
+    let mut parents: std::collections::HashMap<BlockId, usize> =
+        nodes.keys().map(|id| (*id, 0)).collect();
+    for children in nodes.values() {
+        for child in children {
+            if let Some(count) = parents.get_mut(child) {
+                *count += 1;
+            }
+        }
+    }
+    let mut wave: Vec<BlockId> = parents
+        .iter()
+        .filter(|(_, count)| **count == 0)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut waves = Vec::new();
+    let mut placed = 0;
+    while !wave.is_empty() {
+        wave.sort_unstable();
+        let mut next = Vec::new();
+        for id in &wave {
+            for child in &nodes[id] {
+                if let Some(count) = parents.get_mut(child) {
+                    *count -= 1;
+                    if *count == 0 {
+                        next.push(*child);
+                    }
+                }
+            }
+        }
+        placed += wave.len();
+        waves.push(std::mem::replace(&mut wave, next));
+    }
+    let unplaced = if placed == nodes.len() {
+        Vec::new()
+    } else {
+        let done: std::collections::HashSet<&BlockId> = waves.iter().flatten().collect();
+        nodes
+            .keys()
+            .filter(|id| !done.contains(id))
+            .copied()
+            .collect()
+    };
+    (waves, unplaced)
+}
+
+/// Adds everything under the trashed node `id` (through trashed nodes) to `kept`.
+fn shelter(
+    nodes: &std::collections::HashMap<BlockId, Vec<BlockId>>,
+    id: &BlockId,
+    kept: &mut std::collections::HashSet<BlockId>,
+) {
+    let mut stack = vec![*id];
+    while let Some(node) = stack.pop() {
+        for child in nodes.get(&node).into_iter().flatten() {
+            if kept.insert(*child) {
+                stack.push(*child);
+            }
+        }
+    }
 }
 
 impl BlockStore for S3BlockStore {

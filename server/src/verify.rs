@@ -113,6 +113,10 @@ pub async fn new_objects_keeping(
             out.push(hex);
             todo.push((id, expect));
         }
+        // The new nodes are confirmed (so refreshed) with the blocks below: nodes uploaded at
+        // the start of a long upload may be older than the grace period by the commit, and the
+        // collector deletes what is old and unreferenced, before this commit references it.
+        let new_nodes: Vec<BlockId> = todo.iter().map(|(id, _)| BlockId::from(*id)).collect();
         let store = std::sync::Arc::clone(&state.store);
         let (children, blocks) = tokio::task::spawn_blocking(move || read_level(&*store, &todo))
             .await
@@ -151,6 +155,7 @@ pub async fn new_objects_keeping(
             out.push(hex);
         }
         check.extend(recheck);
+        check.extend(new_nodes);
         let store = std::sync::Arc::clone(&state.store);
         let ids = check.clone();
         let present = tokio::task::spawn_blocking(move || store.confirm_many(&ids))

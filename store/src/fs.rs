@@ -209,6 +209,12 @@ struct State {
     appending: HashMap<u32, usize>,
     /// The last background flush failure, reported by the next put.
     error: Option<Error>,
+    /// A pack that failed to sync (its path, and why): once set, nothing more is logged or
+    /// stored until the store is opened again (see [`Shared::flush_locked`]).
+    failed: Option<(PathBuf, String)>,
+    /// Tests: the next flush's pack sync fails.
+    #[cfg(test)]
+    fail_pack_sync: bool,
     /// Tells the flusher thread to stop.
     shutdown: bool,
 }
@@ -660,6 +666,18 @@ fn now_s() -> u32 {
         .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
+/// The operation name of a pack's sync, which [`Shared::flush_locked`] tells from other errors.
+const PACK_SYNC_OP: &str = "syncing pack";
+
+/// The error every store operation that writes returns after a pack failed to sync.
+fn failed_error((path, reason): &(PathBuf, String)) -> Error {
+    Error::io(
+        "writing to the store (a pack failed to sync, so nothing more is stored until the store is opened again; check the disk, then restart)",
+        path.clone(),
+        std::io::Error::other(reason.clone()),
+    )
+}
+
 impl Shared {
     fn flusher_loop(&self) {
         let mut state = self.lock_state();
@@ -744,6 +762,10 @@ impl Shared {
                     .done
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
+            }
+            // After the wait: the flush it waited for may have been the one that failed.
+            if let Some(failed) = &state.failed {
+                return Err(failed_error(failed));
             }
             if self.dedup(&mut state, &id) {
                 return Ok(dedup);
@@ -873,6 +895,9 @@ impl Shared {
     fn flush_locked(&self, log: &mut Log) -> Result<()> {
         let (entries, packs, new_packs) = {
             let mut state = self.lock_state();
+            if let Some(failed) = &state.failed {
+                return Err(failed_error(failed));
+            }
             if state.unlogged.is_empty() && state.dirty_packs.is_empty() {
                 return Ok(());
             }
@@ -883,7 +908,19 @@ impl Shared {
                 std::mem::replace(&mut state.new_packs, false),
             )
         };
-        let result = self.write_batch(log, &entries, &packs, new_packs);
+        #[cfg(test)]
+        let injected = std::mem::take(&mut self.lock_state().fail_pack_sync) && !packs.is_empty();
+        #[cfg(not(test))]
+        let injected = false;
+        let result = if injected {
+            Err(Error::io(
+                PACK_SYNC_OP,
+                self.packs_dir.clone(),
+                std::io::Error::other("injected"),
+            ))
+        } else {
+            self.write_batch(log, &entries, &packs, new_packs)
+        };
         let mut state = self.lock_state();
         match &result {
             Ok(()) => {
@@ -896,6 +933,19 @@ impl Shared {
                     }
                 }
                 state.error = None;
+            }
+            // A pack's data did not reach the disk. The kernel may have dropped the pages it
+            // could not write, and a second sync would then succeed without them: logging the
+            // batch after a retry would index bytes that are not there, under blocks a commit
+            // was told are durable. So nothing more is logged or stored; the log, without the
+            // batch, is the truth when the store is opened again (a compaction's source packs
+            // are still there: they go only after their blocks' new places are logged).
+            Err(Error::Io {
+                op: PACK_SYNC_OP,
+                path,
+                source,
+            }) => {
+                state.failed = Some((path.clone(), source.to_string()));
             }
             // Everything goes back, in order, for the next flush.
             Err(_) => {
@@ -921,7 +971,7 @@ impl Shared {
     ) -> Result<()> {
         for (no, file) in packs {
             file.sync_data()
-                .map_err(|e| Error::io("syncing", self.pack_path(*no), e))?;
+                .map_err(|e| Error::io(PACK_SYNC_OP, self.pack_path(*no), e))?;
         }
         if new_packs {
             sync_dir(&self.packs_dir)?;
@@ -1262,6 +1312,9 @@ impl Shared {
                 pack,
                 offset: u32::try_from(offset + RECORD_HEADER_LEN).unwrap_or(u32::MAX),
                 durable: false,
+                // Refreshed while it was copied (a deduplicating put, a commit's confirm): the
+                // refresh stands, or the collector could take it for old.
+                stored_s: indexed.stored_s,
                 ..old
             };
             *indexed = new;

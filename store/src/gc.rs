@@ -121,8 +121,21 @@ impl Garbage {
     /// The first error of `delete`; what was deleted before it stays deleted, and the rule holds.
     pub fn sweep<E>(
         &self,
-        mut delete: impl FnMut(&BlockId) -> std::result::Result<Option<bool>, E>,
+        delete: impl FnMut(&BlockId) -> std::result::Result<Option<bool>, E>,
     ) -> std::result::Result<Swept, E> {
+        self.sweep_keeping(delete).map(|(swept, _)| swept)
+    }
+
+    /// [`Garbage::sweep`], also returning everything under the nodes it kept (a node kept is
+    /// still stored, so its subtree must stay stored: a bucket's trash puts back what of it was
+    /// trashed before).
+    ///
+    /// # Errors
+    /// As [`Garbage::sweep`].
+    pub fn sweep_keeping<E>(
+        &self,
+        mut delete: impl FnMut(&BlockId) -> std::result::Result<Option<bool>, E>,
+    ) -> std::result::Result<(Swept, HashSet<BlockId>), E> {
         let mut swept = Swept::default();
         let mut kept = self.held.clone();
         for id in &self.order {
@@ -139,7 +152,9 @@ impl Garbage {
                 None => {}
             }
         }
-        Ok(swept)
+        // Everything under a node kept young, all the way down through the unreferenced nodes
+        // (which is what `kept` gathered), whether or not the store still lists it.
+        Ok((swept, kept))
     }
 
     /// Adds everything under `id` (through unreferenced nodes) to `kept`.
@@ -245,7 +260,7 @@ mod tests {
                 })
             };
             let mut step = 0usize;
-            let result = garbage.sweep(|victim| {
+            let result = garbage.sweep_keeping(|victim| {
                 // A refresh (an upload deduplicating, a "stored" answer) between two deletions.
                 for (at, target) in &refreshes {
                     if *at == step && *target < n && stored.contains(&id(*target as u32)) {
@@ -270,8 +285,19 @@ mod tests {
             if result.is_ok() && young.is_empty() && refreshes.is_empty() {
                 prop_assert!(stored.is_empty(), "{} left", stored.len());
             }
-            if let Ok(swept) = result {
+            if let Ok((swept, under_kept)) = result {
                 prop_assert_eq!(swept.deleted as usize, n - stored.len());
+                // What every node still stored references is reported, all the way down: a
+                // bucket's trash must keep (or put back) all of it.
+                for (node, children) in &nodes {
+                    if stored.contains(node) && young.contains(node) {
+                        let mut stack = children.clone();
+                        while let Some(child) = stack.pop() {
+                            prop_assert!(under_kept.contains(&child), "{child} not reported");
+                            stack.extend(nodes.get(&child).into_iter().flatten().copied());
+                        }
+                    }
+                }
             }
         }
     }

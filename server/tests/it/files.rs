@@ -608,6 +608,20 @@ async fn check_command_finds_corruption(engine: Engine) {
         String::from_utf8_lossy(&rebuilt.stderr)
     );
     assert!(stdout.contains("rebuilt the index"), "{stdout}");
+    // No stored node vouches for its subtree any more: what was committed is walked again.
+    let distrusted: u64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_suffix(
+                " committed objects will be checked again by the next commit naming them",
+            )
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count of distrusted objects: {stdout}"));
+    assert!(
+        distrusted >= 4,
+        "two files, their blocks and directories: {stdout}"
+    );
     let after = check();
     let stdout = String::from_utf8_lossy(&after.stdout);
     assert_eq!(after.status.code(), Some(1), "{stdout}");

@@ -310,14 +310,20 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
     // The collected directory node stored again alone, as a client that re-sends a node but not
     // what lies under it would, recorded as QUIC records an upload: new to the store. Its row
     // still says committed, but the walk goes into it and finds doc.bin's file node missing.
-    let store_again = |node: Node| async move {
+    // Uploaded by another user's folder with the same content, first: this folder's row is
+    // marked too.
+    let (other_owner, other) = {
+        server.user("wes").await;
+        default_folder(&server, "wes").await
+    };
+    let store_again = |node: Node, owner: i64, folder: i64| async move {
         let (id, put) = state.store.put_node(&node).expect("put node");
         assert!(put.new, "it was collected");
         let hex = id.to_string();
         db::add_uploaded(
             &state.db,
             owner,
-            folder.id,
+            folder,
             &[(hex.clone(), 100)],
             &[hex.as_str()],
             cairn_server::api::now_ms(),
@@ -326,7 +332,7 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
         .expect("uploaded");
         hex
     };
-    let sub_hex = store_again(sub_node).await;
+    let sub_hex = store_again(sub_node, other_owner, other.id).await;
     match new_objects(state, folder.id, over_dir, true).await {
         Err(TreeError::Missing(message)) => {
             assert!(message.contains("upload it again"), "{message}");
@@ -334,7 +340,7 @@ async fn objects_collected_since_their_commit_are_checked_again(engine: Engine) 
         other => panic!("a directory stored again without its subtree was trusted: {other:?}"),
     }
     // With the file node stored again too, the tree is whole and accepted.
-    store_again(Node::File(node.clone())).await;
+    store_again(Node::File(node.clone()), owner, folder.id).await;
     let objects = new_objects(state, folder.id, over_dir, true)
         .await
         .expect("a whole tree is accepted");

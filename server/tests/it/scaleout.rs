@@ -642,6 +642,8 @@ async fn collected_blocks_wait_in_the_bucket_trash() {
     let server = TestServer::start_with(Engine::Sqlite, |config| {
         config.services.s3_url = Some(s3.url.clone());
         config.services.s3_credentials = Some((S3_KEY.0.to_owned(), S3_KEY.1.to_owned()));
+        // No put-back is under way here: the purge need not wait for one.
+        config.services.trash_settle = Some(Duration::ZERO);
     })
     .await;
     let (token, _) = server.user("tia").await;
@@ -721,7 +723,16 @@ async fn collected_blocks_wait_in_the_bucket_trash() {
 
     // Unreferenced blocks go for good once they have been in the trash for two grace periods,
     // not before.
-    let last = *collected.iter().next_back().expect("collected");
+    // The one left waiting is a data block: a node waiting would keep what it references.
+    let trash_dir = s3.dir.path().join("cairn-blocks/deployment-1/trash");
+    let last = *collected
+        .iter()
+        .rfind(|id| {
+            let hex = id.to_string();
+            std::fs::metadata(trash_dir.join(&hex[..3]).join(&hex))
+                .is_ok_and(|m| m.len() > 64 * 1024)
+        })
+        .expect("a collected data block");
     let (last, earlier): (std::collections::BTreeSet<_>, std::collections::BTreeSet<_>) =
         collected.iter().partition(|id| **id == last);
     move_objects(&s3, &earlier, "trash", "trash", Some(three_hours_ago));
@@ -732,4 +743,65 @@ async fn collected_blocks_wait_in_the_bucket_trash() {
     assert_eq!(bucket_objects(&s3, "trash"), last);
     assert_eq!(bucket_objects(&s3, "blocks"), live);
     assert_eq!(download().await, second);
+
+    // A node that a read put back while what it references waits in the trash keeps it there:
+    // the purge goes parents first and looks for nodes put back, so no stored node is left
+    // without its subtree.
+    let store = std::sync::Arc::clone(&server.state.store);
+    let (node, data) = tokio::task::spawn_blocking(move || {
+        use cairn_store::{BlockStore as _, NodeStore as _};
+        let data = [bytes(70_000, 31), bytes(70_000, 32)];
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let blocks: Vec<cairn_store::node::BlockRef> = store
+            .put_many(&refs)
+            .expect("put")
+            .iter()
+            .map(|p| cairn_store::node::BlockRef {
+                id: p.id,
+                len: 70_000,
+            })
+            .collect();
+        let file = cairn_store::node::Node::File(
+            cairn_store::node::FileNode::new(0o600, 1, blocks.clone()).expect("file node"),
+        );
+        let (node, _) = store.put_node(&file).expect("put node");
+        (
+            cairn_store::BlockId::from(node),
+            blocks.iter().map(|b| b.id).collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .expect("join");
+    let orphans: std::collections::BTreeSet<_> = data.iter().copied().chain([node]).collect();
+    move_objects(&s3, &orphans, "blocks", "trash", Some(three_hours_ago));
+    let store = std::sync::Arc::clone(&server.state.store);
+    // An existence check (it always asks the bucket; a read could be answered from the cache).
+    let found = tokio::task::spawn_blocking(move || {
+        use cairn_store::BlockStore as _;
+        store.has(&node).expect("found in the trash")
+    })
+    .await
+    .expect("join");
+    assert!(found);
+    assert!(bucket_objects(&s3, "blocks").contains(&node), "put back");
+    // This run and the next: the node stays (young), and what it references goes back beside
+    // it, not away.
+    for _ in 0..2 {
+        let report = collect_garbage(&server.state, hour).await.expect("gc");
+        let stored = bucket_objects(&s3, "blocks");
+        assert!(stored.contains(&node), "{report:?}");
+        assert!(
+            data.iter().all(|id| stored.contains(id)),
+            "the blocks under a node put back are not beside it: {report:?}"
+        );
+    }
+    let store = std::sync::Arc::clone(&server.state.store);
+    tokio::task::spawn_blocking(move || {
+        use cairn_store::BlockStore as _;
+        for id in &data {
+            store.get(id).expect("the node's blocks are readable");
+        }
+    })
+    .await
+    .expect("join");
 }

@@ -685,3 +685,36 @@ fn refreshes_alone_never_stall_the_next_put() {
         "the refreshes were logged"
     );
 }
+
+#[test]
+fn a_failed_pack_sync_stops_the_store_instead_of_logging_lost_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let kept = random_block(50_000, 31);
+    let kept_id = store.put(&kept).expect("put").id;
+    store.sync().expect("sync");
+    let lost = random_block(50_000, 32);
+    let lost_id = store.put(&lost).expect("put").id;
+    store.shared.lock_state().fail_pack_sync = true;
+    let err = store.sync().expect_err("the sync fails");
+    assert!(err.to_string().contains("injected"), "{err}");
+    // A retry would succeed on a disk that dropped the pages: it is refused, and so is any
+    // new write, with what to do.
+    let again = store.sync().expect_err("no retry succeeds");
+    assert!(again.to_string().contains("restart"), "{again}");
+    let put = store
+        .put(&random_block(1000, 33))
+        .expect_err("no new write");
+    assert!(put.to_string().contains("check the disk"), "{put}");
+    // Reads of what was durable go on.
+    assert_eq!(store.get(&kept_id).expect("durable block"), kept);
+    drop(store);
+    // Opened again, the log is the truth: the unlogged block is not there, the rest is, and
+    // the store takes writes.
+    let store = open(dir.path());
+    assert_eq!(store.get(&kept_id).expect("durable block"), kept);
+    assert!(!store.has(&lost_id).expect("has"), "never logged");
+    let id = store.put(&lost).expect("put").id;
+    store.sync().expect("sync");
+    assert_eq!(store.get(&id).expect("get"), lost);
+}
