@@ -176,6 +176,12 @@ impl Control {
         let path = state_dir.join(SOCKET);
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
+        // The owner's alone, whatever the umask: it can stop and pause the sync and streams the
+        // folder's file names.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
         let answerer = Answerer {
             status,
             commands,

@@ -35,7 +35,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::ops::Range;
-use std::os::unix::fs::{FileExt as _, MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -390,9 +390,14 @@ impl Engine {
                 options.root.display()
             )));
         }
-        fs::create_dir_all(&options.state_dir).map_err(|e| {
-            SyncError::Local(format!("creating '{}': {e}", options.state_dir.display()))
-        })?;
+        // Private: it lists the folder's file names and hashes, and holds the control socket.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&options.state_dir)
+            .map_err(|e| {
+                SyncError::Local(format!("creating '{}': {e}", options.state_dir.display()))
+            })?;
         let lock = lock_state(&options.state_dir, &options.root)?;
         let (db, _) = StateDb::open(&options.state_dir).map_err(SyncError::Local)?;
         let db = Arc::new(db);
@@ -2185,7 +2190,18 @@ async fn write_file(
     file: &FileNode,
     have: &HashMap<BlockId, (u64, u32)>,
 ) -> Result<File, WriteError> {
-    let out = File::create(temp).map_err(|e| WriteError::Local(e.to_string()))?;
+    // A new file, readable by its owner alone until its mode is set at the end: another
+    // local user must not open a private file's temp while it fills. Never through a link.
+    let out = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(temp)
+    }
+    .map_err(|e| WriteError::Local(e.to_string()))?;
     let old = if have.is_empty() {
         None
     } else {
@@ -2403,8 +2419,9 @@ fn ctime_ns(meta: &fs::Metadata) -> i64 {
         .saturating_add(meta.ctime_nsec())
 }
 
-/// The stamp file [`fs_now`] rewrites in a synced folder on another filesystem than its state
-/// dir (never synced: it has the temp prefix; the watcher ignores it).
+/// How the stamp files [`fs_now`] makes (and removes at once) in a synced folder on another
+/// filesystem than its state dir begin (never synced: they have the temp prefix; the watcher
+/// ignores them).
 pub const STAMP_FILE: &str = ".cairn-tmp-stamp";
 
 /// The folder's filesystem's own "now": the change time of a stamp file rewritten in
@@ -2416,16 +2433,24 @@ pub const STAMP_FILE: &str = ".cairn-tmp-stamp";
 /// behind (NFS, SMB), compared with a nanosecond stamp of the config dir's filesystem, had its
 /// records trusted when the file changed after the stamp within the same second.
 fn fs_now(root: &Path, state_dir: &Path) -> Option<i64> {
-    let stamp = |path: PathBuf| -> Option<i64> {
-        let mut file = File::create(&path).ok()?;
+    let in_state_dir = || {
+        let mut file = File::create(state_dir.join("scan.stamp")).ok()?;
         std::io::Write::write_all(&mut file, b"1").ok()?;
         file.metadata().ok().map(|meta| ctime_ns(&meta))
     };
-    let in_state_dir = || stamp(state_dir.join("scan.stamp"));
+    // In the folder: a new file of a random name (never a link another user planted there),
+    // removed at once.
+    let in_root = || {
+        let file = tempfile::Builder::new()
+            .prefix(STAMP_FILE)
+            .tempfile_in(root)
+            .ok()?;
+        file.as_file().metadata().ok().map(|meta| ctime_ns(&meta))
+    };
     let device = |path: &Path| fs::metadata(path).map(|m| m.dev()).ok();
     match (device(root), device(state_dir)) {
         (Some(a), Some(b)) if a == b => in_state_dir(),
-        _ => stamp(root.join(STAMP_FILE)).or_else(in_state_dir),
+        _ => in_root().or_else(in_state_dir),
     }
 }
 
@@ -3081,8 +3106,11 @@ mod tests {
         let same = tempfile::tempdir().expect("tempdir");
         fs_now(folder.path(), same.path()).expect("stamp");
         assert!(same.path().join("scan.stamp").exists());
-        assert!(
-            !folder.path().join(STAMP_FILE).exists(),
+        let folder_ctime = ctime_ns(&fs::metadata(folder.path()).expect("stat"));
+        fs_now(folder.path(), same.path()).expect("stamp");
+        assert_eq!(
+            ctime_ns(&fs::metadata(folder.path()).expect("stat")),
+            folder_ctime,
             "nothing is written in a folder on the state dir's filesystem"
         );
         // tmpfs: another filesystem than the temp dir's on these machines.
@@ -3093,9 +3121,13 @@ mod tests {
             dev(same.path()),
             "/dev/shm is its own filesystem"
         );
+        let before = fs::metadata(other.path()).expect("stat");
         let stamp = fs_now(other.path(), same.path()).expect("stamp");
-        let written = fs::metadata(other.path().join(STAMP_FILE)).expect("the folder's stamp");
-        assert_eq!(ctime_ns(&written), stamp);
+        // Made and removed in the folder: the folder changed at the stamp's time, on its own
+        // clock, and nothing is left behind.
+        let after = fs::metadata(other.path()).expect("stat");
+        assert!(ctime_ns(&after) >= stamp && ctime_ns(&before) <= stamp);
+        assert_eq!(fs::read_dir(other.path()).expect("list").count(), 0);
         // A folder that cannot be written falls back to the state dir.
         let gone = other.path().join("gone");
         assert!(fs_now(&gone, same.path()).is_some());

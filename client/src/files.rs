@@ -5,7 +5,7 @@
 //! may have been revoked or expired in flight). Uploads stream from the file and downloads
 //! stream to a temporary file beside the destination, renamed into place only when complete.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use cairn_protocol::api::{
@@ -265,10 +265,8 @@ impl Session {
             ));
         }
         let total = response.content_length().unwrap_or(0);
-        let temp = temp_beside(dest);
-        let mut file = tokio::fs::File::create(&temp)
-            .await
-            .map_err(|e| local_error(&temp, &e))?;
+        let (file, temp) = temp_beside(dest)?.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
         let mut done = 0u64;
         let result: Result<(), RestError> = async {
             while let Some(chunk) = response
@@ -290,16 +288,14 @@ impl Session {
                 });
             }
             file.sync_all().await.map_err(|e| local_error(&temp, &e))?;
-            tokio::fs::rename(&temp, dest)
-                .await
-                .map_err(|e| local_error(dest, &e))?;
             Ok(())
         }
         .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&temp).await;
-        }
-        result.map(|()| done)
+        // On failure the temp goes with `temp`.
+        result?;
+        temp.persist(dest)
+            .map_err(|e| local_error(dest, &e.error))?;
+        Ok(done)
     }
 
     /// `DELETE /files/{id}` (the file stays in its version history).
@@ -331,13 +327,24 @@ fn local_error(path: &Path, err: &std::io::Error) -> RestError {
     RestError::Local(format!("'{}': {err}", path.display()))
 }
 
-/// A hidden temporary name in `dest`'s directory (so the rename stays on one filesystem).
-fn temp_beside(dest: &Path) -> PathBuf {
+/// A new hidden temp file in `dest`'s directory (so the rename stays on one filesystem): a
+/// random name, created anew (never through a link another user planted in a shared folder),
+/// with the permissions a plain create gives; removed when dropped unless persisted.
+fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile, RestError> {
+    use std::os::unix::fs::PermissionsExt as _;
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    dest.with_file_name(format!(".{name}.cairn-part-{}", std::process::id()))
+    let dir = match dest.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.cairn-part-"))
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(|e| local_error(dest, &e))
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).
@@ -364,12 +371,26 @@ mod tests {
     }
 
     #[test]
-    fn temp_files_stay_beside_their_destination() {
-        let temp = temp_beside(Path::new("/some/dir/file.txt"));
-        assert_eq!(temp.parent(), Some(Path::new("/some/dir")));
+    fn temp_files_stay_beside_their_destination_and_never_follow_a_planted_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("file.txt");
+        let temp = temp_beside(&dest).expect("temp");
+        assert_eq!(temp.path().parent(), Some(dir.path()));
         assert!(
-            temp.file_name()
+            temp.path()
+                .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with(".file.txt.cairn-part-"))
         );
+        // Another user's link at the old, predictable name is left alone.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").expect("write");
+        let planted = dir
+            .path()
+            .join(format!(".file.txt.cairn-part-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).expect("symlink");
+        let other = temp_beside(&dest).expect("temp");
+        assert_ne!(other.path(), planted);
+        drop(other);
+        assert_eq!(std::fs::read(&victim).expect("read"), b"keep");
     }
 }

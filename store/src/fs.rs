@@ -517,10 +517,16 @@ fn load_index(log_path: &Path, packs_dir: &Path) -> Result<(Log, State)> {
     for (pack, bytes) in lives {
         state.add_live(pack, bytes);
     }
+    // A pack no record points at holds what no sync acknowledged (a crash before its records
+    // reached the log), or what a compaction had copied already; or, when the end of the log was
+    // damaged at rest rather than torn, blocks whose records were cut off with it. Only empty
+    // ones go now: the others are left for the next compaction, so `rebuild-index` can still
+    // find such blocks until then.
+    let magic = PACK_MAGIC.len() as u64;
     let dead: Vec<u32> = state
         .packs
         .iter()
-        .filter(|(_, stats)| stats.live == 0)
+        .filter(|(_, stats)| stats.live == 0 && stats.size <= magic)
         .map(|(no, _)| *no)
         .collect();
     for no in dead {
