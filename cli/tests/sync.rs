@@ -53,17 +53,81 @@ async fn start_server_with_quota(
     (format!("http://{addr}"), data, stop)
 }
 
+/// A TLS front on a free loopback port for the plain HTTP server at `http`, as a reverse proxy
+/// (Caddy, nginx) would be: a certificate for `localhost` signed by a CA made here. Returns the
+/// `https://` URL and the CA's PEM file, which a device trusts through `SSL_CERT_FILE`.
+async fn https_front(http: &str, dir: &Path) -> (String, PathBuf) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let http: SocketAddr = http
+        .strip_prefix("http://")
+        .and_then(|a| a.parse().ok())
+        .expect("http address");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Cairn test CA");
+    let ca =
+        rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().expect("key"))
+            .expect("CA");
+    let leaf_key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&leaf_key, &ca)
+        .expect("leaf");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("CA file");
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+    )
+    .expect("certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(http).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), ca_file)
+}
+
 struct Device {
     home: tempfile::TempDir,
     /// A libfaketime offset (`-3d`): the device's clock is that far off.
     skew: Option<&'static str>,
+    /// The certificates the device trusts instead of the system's (`SSL_CERT_FILE`).
+    roots: Option<PathBuf>,
 }
 
 impl Device {
     fn new() -> Device {
         let home = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(home.path().join("folder")).expect("folder");
-        Device { home, skew: None }
+        Device {
+            home,
+            skew: None,
+            roots: None,
+        }
     }
 
     /// A device whose every `cairn` runs under `faketime` with its clock `offset` off.
@@ -90,6 +154,9 @@ impl Device {
             }
             None => tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn")),
         };
+        if let Some(roots) = &self.roots {
+            command.env("SSL_CERT_FILE", roots);
+        }
         command
             .args(args)
             .env("CAIRN_CONFIG_DIR", self.home.path().join("config"))
@@ -1206,4 +1273,43 @@ async fn a_moved_folder_goes_on_syncing_where_it_was() {
         .await;
     assert!(out.status.success());
     assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+/// A server behind HTTPS (a TLS reverse proxy): register, log in and sync over `https://`,
+/// with the QUIC certificate pinned from the answer of the TLS connection. A device that does
+/// not trust the proxy's certificate is refused in one line, before any password is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_sync_through_an_https_server() {
+    let (http, _data, _stop) = start_server().await;
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (https, ca) = https_front(&http, certs.path()).await;
+    let stranger = Device::new();
+    let refused = stranger
+        .run(&[
+            "user",
+            "register",
+            "--server",
+            &https,
+            "--username",
+            "ivy",
+            "--email",
+            "ivy@example.com",
+        ])
+        .await;
+    assert_one_line_failure(&refused, 1, "is not trusted: invalid peer certificate");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("SSL_CERT_FILE"),
+        "says what to do: {refused:?}"
+    );
+    let mut a = Device::new();
+    let mut b = Device::new();
+    a.roots = Some(ca.clone());
+    b.roots = Some(ca);
+    sign_up_both(&a, &b, &https, "ivy").await;
+    std::fs::write(a.folder().join("over-tls.txt"), b"sealed").expect("write");
+    let up = a.sync_once(&https).await;
+    assert_eq!(up["uploaded"], 1, "{up}");
+    let down = b.sync_once(&https).await;
+    assert_eq!(down["downloaded"], 1, "{down}");
+    assert_eq!(tree(&a.folder()), tree(&b.folder()));
 }

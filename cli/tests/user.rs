@@ -492,7 +492,7 @@ async fn unreachable_server_and_usage_errors_are_one_line() {
                 "user",
                 "login",
                 "--server",
-                "https://example.com",
+                "ftp://example.com",
                 "--username",
                 "x",
             ],
@@ -502,7 +502,7 @@ async fn unreachable_server_and_usage_errors_are_one_line() {
         .await;
     assert_fails_with(
         &run,
-        "invalid server URL 'https://example.com'; https is not supported by this build yet; use http://",
+        "invalid server URL 'ftp://example.com'; write it like https://HOST or http://HOST:PORT",
     );
 }
 

@@ -206,7 +206,15 @@ async fn session_socket(session: &Session, client_id: &str) -> Result<Socket, Re
     let bearer = HeaderValue::from_str(&format!("Bearer {}", token.0))
         .map_err(|e| Refusal::Other(e.to_string()))?;
     request.headers_mut().insert("authorization", bearer);
-    let connect = tokio_tungstenite::connect_async(request);
+    let tls = crate::rest::tls_config(&[b"http/1.1"]).map_err(Refusal::Other)?;
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+            tls,
+        ))),
+    );
     match tokio::time::timeout(Duration::from_secs(15), connect).await {
         Err(_) => Err(Refusal::Other("no answer within 15 s".into())),
         Ok(Ok((socket, _))) => Ok(socket),

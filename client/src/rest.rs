@@ -45,6 +45,16 @@ pub enum RestError {
         /// What is wrong with it, and what to use instead.
         reason: String,
     },
+    /// The server's TLS certificate is not trusted (HTTPS).
+    #[error(
+        "the server at {server} is not trusted: {cause}; if its certificate comes from a private CA, set SSL_CERT_FILE to that CA's certificate (PEM)"
+    )]
+    Untrusted {
+        /// The server's base URL.
+        server: String,
+        /// What the certificate check said.
+        cause: String,
+    },
     /// No connection could be made.
     #[error("cannot reach the server at {server}: {cause}; is it running?")]
     Unreachable {
@@ -144,6 +154,7 @@ impl RestError {
         match self {
             RestError::InvalidUrl { .. } => "invalid_url",
             RestError::Unreachable { .. } => "unreachable",
+            RestError::Untrusted { .. } => "untrusted_certificate",
             RestError::Timeout { .. } => "timeout",
             RestError::WrongCredentials => "wrong_credentials",
             RestError::SessionEnded => "session_ended",
@@ -165,7 +176,12 @@ impl RestClient {
     /// [`RestError::InvalidUrl`] when the URL cannot be used.
     pub fn new(server: &str) -> Result<RestClient, RestError> {
         let server = normalize_server_url(server)?;
+        let tls = tls_config(&[b"http/1.1"]).map_err(|reason| RestError::InvalidUrl {
+            url: server.clone(),
+            reason,
+        })?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
@@ -317,9 +333,17 @@ impl RestClient {
                 server: self.server.clone(),
             }
         } else {
-            RestError::Unreachable {
-                server: self.server.clone(),
-                cause: root_cause(err),
+            let cause = root_cause(err);
+            if cause.contains("certificate") {
+                RestError::Untrusted {
+                    server: self.server.clone(),
+                    cause,
+                }
+            } else {
+                RestError::Unreachable {
+                    server: self.server.clone(),
+                    cause,
+                }
             }
         }
     }
@@ -435,8 +459,28 @@ impl Session {
     }
 }
 
-/// Checks and normalizes a server base URL: `http://host[:port][/prefix]`, without a trailing
-/// `/`, query or fragment.
+/// The TLS settings of every HTTPS and WSS connection to a server: rustls with the ring
+/// provider (as QUIC's), certificates checked by the platform's verifier against the system's
+/// roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` add others on Linux), offering `alpn`.
+///
+/// # Errors
+/// The platform verifier cannot be set up: one line.
+pub fn tls_config(alpn: &[&[u8]]) -> Result<rustls::ClientConfig, String> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new(std::sync::Arc::clone(&provider))
+        .map_err(|e| format!("cannot check server certificates: {e}"))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// Checks and normalizes a server base URL: `http(s)://host[:port][/prefix]`, without a
+/// trailing `/`, query or fragment.
 ///
 /// # Errors
 /// [`RestError::InvalidUrl`] with what to write instead.
@@ -447,13 +491,8 @@ pub fn normalize_server_url(url: &str) -> Result<String, RestError> {
     };
     let parsed = Url::parse(url.trim()).map_err(|_| invalid("write it like http://HOST:PORT"))?;
     match parsed.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(invalid(
-                "https is not supported by this build yet; use http://",
-            ));
-        }
-        _ => return Err(invalid("write it like http://HOST:PORT")),
+        "http" | "https" => {}
+        _ => return Err(invalid("write it like https://HOST or http://HOST:PORT")),
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid("it has no host; write it like http://HOST:PORT"));
@@ -558,19 +597,19 @@ mod tests {
         ok("http://127.0.0.1:8000", "http://127.0.0.1:8000");
         ok("http://127.0.0.1:8000/", "http://127.0.0.1:8000");
         ok(" http://host/prefix/ ", "http://host/prefix");
+        ok("https://cairn.example.org/", "https://cairn.example.org");
         for bad in [
             "127.0.0.1:8000",
             "ftp://host",
             "http://",
             "http://host/?a=b",
             "",
-            "https://host",
         ] {
             let err = normalize_server_url(bad).expect_err(bad);
             assert!(matches!(err, RestError::InvalidUrl { .. }), "{bad}: {err}");
         }
-        let err = normalize_server_url("https://host").expect_err("https");
-        assert!(err.to_string().contains("use http://"), "{err}");
+        let err = normalize_server_url("ftp://host").expect_err("ftp");
+        assert!(err.to_string().contains("https://HOST"), "{err}");
     }
 
     fn check_failure(status: u16, retry_after: Option<&str>, body: &str, expect: &str, code: &str) {

@@ -487,6 +487,8 @@ pub(crate) fn advice_for(error: &str) -> String {
     let lower = error.to_lowercase();
     if lower.contains("mass") || lower.contains("would delete") {
         "Many files were deleted at once, so syncing stopped to protect them. Restore them, or allow it with `cairn sync start --allow-mass-delete`.".to_owned()
+    } else if lower.contains("is not trusted") {
+        "The server's HTTPS certificate is not trusted by this computer. If the server uses a private certificate authority, start Cairn with SSL_CERT_FILE set to that authority's certificate.".to_owned()
     } else if lower.contains("certificate") || lower.contains("fingerprint") {
         "The server's identity changed. If you trust the server, log out and log in again to pin its new certificate.".to_owned()
     } else if lower.contains("unauthorized")

@@ -192,6 +192,12 @@ fn errors_come_with_advice_and_offline_is_shown() {
     assert_eq!(text, "1.5 GB of 10 GB used");
     assert!((fraction - 0.15).abs() < 1e-9);
     assert!(advice_for("this sync would delete 200 of 300 files locally").contains("protect"));
+    assert!(
+        advice_for(
+            "the server at https://h is not trusted: invalid peer certificate: UnknownIssuer; if …"
+        )
+        .contains("SSL_CERT_FILE")
+    );
     assert!(advice_for("the server's certificate changed").contains("identity"));
     assert!(advice_for("over quota").contains("storage is full"));
 }
