@@ -61,6 +61,7 @@ pub(crate) async fn register(
     password_env: Option<String>,
 ) -> anyhow::Result<Report> {
     let rest = RestClient::new(&args.server)?;
+    warn_if_unencrypted(&rest);
     let password = read_password(&args.password, password_env, Ask::Twice).await?;
     let user = rest
         .register(&RegisterRequest {
@@ -106,6 +107,7 @@ pub(crate) async fn login(
         )
     })?;
     let rest = RestClient::new(&server)?;
+    warn_if_unencrypted(&rest);
     let password = read_password(&args.password, password_env, Ask::Once).await?;
     let login = log_in(&rest, &username, password, config_dir).await?;
     let human = format!(
@@ -168,6 +170,16 @@ pub(crate) fn whoami(config_dir: &Path) -> anyhow::Result<Report> {
         device: config.device,
     };
     Report::new(human, &body)
+}
+
+/// Warns before a password goes over plain HTTP to another machine.
+fn warn_if_unencrypted(rest: &RestClient) {
+    if cairn_client::rest::is_unencrypted_remote(rest.server()) {
+        warn(&format!(
+            "{} is plain http: your password and session travel unencrypted; for a server on another machine use https:// (a TLS reverse proxy in front of it)",
+            rest.server()
+        ));
+    }
 }
 
 /// Logs in, saves the session, pins the QUIC certificate (warning when the server cannot say).

@@ -503,6 +503,28 @@ pub fn normalize_server_url(url: &str) -> Result<String, RestError> {
     Ok(parsed.as_str().trim_end_matches('/').to_owned())
 }
 
+/// Whether `server` (a normalized base URL) is plain `http://` to a host other than this
+/// machine: passwords and tokens would cross a network unencrypted.
+pub fn is_unencrypted_remote(server: &str) -> bool {
+    let Ok(url) = Url::parse(server) else {
+        return false;
+    };
+    if url.scheme() != "http" {
+        return false;
+    }
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    match host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        Ok(ip) => !ip.is_loopback(),
+        Err(_) => host != "localhost",
+    }
+}
+
 /// The address to reach the QUIC endpoint at, as `host:port`. A server bound to every interface
 /// (`0.0.0.0:P`, `[::]:P`) is reached at the host of its HTTP URL, port P; an address bound to
 /// one interface is used as the server gave it.
@@ -608,6 +630,12 @@ mod tests {
             let err = normalize_server_url(bad).expect_err(bad);
             assert!(matches!(err, RestError::InvalidUrl { .. }), "{bad}: {err}");
         }
+        assert!(is_unencrypted_remote("http://cairn.lan:8000"));
+        assert!(is_unencrypted_remote("http://192.168.1.5:8000"));
+        assert!(!is_unencrypted_remote("http://127.0.0.1:8000"));
+        assert!(!is_unencrypted_remote("http://localhost:8000"));
+        assert!(!is_unencrypted_remote("http://[::1]:8000"));
+        assert!(!is_unencrypted_remote("https://cairn.example.org"));
         let err = normalize_server_url("ftp://host").expect_err("ftp");
         assert!(err.to_string().contains("https://HOST"), "{err}");
     }
