@@ -144,18 +144,24 @@ pub fn resolve(
             record.path
         ));
     }
-    let target = list.folder.join(&record.path);
+    // Never through a parent another user swapped for a link (a shared folder).
+    let inside = |path: &str| {
+        cairn_protocol::path::RelPath::parse(path)
+            .map_err(|e| format!("'{path}': {e}"))
+            .and_then(|rel| crate::engine::confined(&list.folder, &rel))
+    };
     let kept = match (keep, &record.copy) {
         (Keep::Remote, None) if record.kept.is_some() => "remote",
         (Keep::Both, _) => "both",
         (Keep::Remote, Some(copy)) => {
-            let copy = list.folder.join(copy);
+            let copy = inside(copy)?;
             std::fs::remove_file(&copy)
                 .map_err(|e| format!("deleting '{}': {e}", copy.display()))?;
             "remote"
         }
         (Keep::Local, Some(copy)) => {
-            let copy = list.folder.join(copy);
+            let copy = inside(copy)?;
+            let target = inside(&record.path)?;
             std::fs::rename(&copy, &target).map_err(|e| {
                 format!(
                     "moving '{}' over '{}': {e}",
@@ -314,5 +320,32 @@ mod tests {
         );
         assert!(load(state.path()).expect("load").is_none(), "all resolved");
         assert!(resolve(state.path(), &mut other, 0, Keep::Local).is_err());
+    }
+
+    #[test]
+    fn nothing_is_moved_through_a_directory_swapped_for_a_link() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let state = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(folder.path().join("docs")).expect("mkdir");
+        std::fs::write(folder.path().join("docs/a (conflict).txt"), "mine").expect("write");
+        add(
+            state.path(),
+            folder.path(),
+            vec![record("docs/a.txt", Some("docs/a (conflict).txt"))],
+        )
+        .expect("add");
+        let mut list = load(state.path()).expect("load").expect("some");
+        // Another user replaces `docs` with a link to a directory of the victim's.
+        std::fs::rename(folder.path().join("docs"), outside.path().join("moved")).expect("mv");
+        std::fs::write(outside.path().join("a.txt"), "victim's").expect("write");
+        std::fs::write(outside.path().join("a (conflict).txt"), "planted").expect("write");
+        std::os::unix::fs::symlink(outside.path(), folder.path().join("docs")).expect("link");
+        let err = resolve(state.path(), &mut list, 0, Keep::Local).expect_err("refused");
+        assert!(err.contains("not a directory"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("a.txt")).expect("read"),
+            "victim's"
+        );
     }
 }

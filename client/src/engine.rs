@@ -2370,6 +2370,40 @@ pub(crate) fn confined(root: &Path, path: &RelPath) -> Result<PathBuf, String> {
     Ok(full)
 }
 
+/// The full path of `path` (a relative path as the server or the state gives it) under
+/// `root`, creating the directories it needs one by one: `..`, absolute paths and a parent that
+/// is a symlink or a file are refused, so nothing is written outside `root` (see [`confined`]).
+/// For writers outside the engine (the desktop's restore and save-copy).
+///
+/// # Errors
+/// An invalid path, a parent that is not a real directory, or a directory that cannot be made:
+/// one line.
+pub fn confined_creating(root: &Path, path: &str) -> Result<PathBuf, String> {
+    let rel = RelPath::parse(path).map_err(|e| format!("'{path}': {e}"))?;
+    let mut full = root.to_path_buf();
+    let names: Vec<&str> = rel.as_str().split('/').collect();
+    for (i, name) in names.iter().enumerate() {
+        full.push(name);
+        if i + 1 == names.len() {
+            break;
+        }
+        match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "'{}' is not a directory (a symlink or file); nothing is written through it",
+                    full.display()
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(&full).map_err(|e| format!("'{}': {e}", full.display()))?;
+            }
+            Err(e) => return Err(format!("'{}': {e}", full.display())),
+        }
+    }
+    Ok(full)
+}
+
 fn temp_path(full: &Path) -> PathBuf {
     let name = format!("{TEMP_PREFIX}{:016x}", rand_u64());
     full.parent()
@@ -3131,6 +3165,22 @@ mod tests {
         // A folder that cannot be written falls back to the state dir.
         let gone = other.path().join("gone");
         assert!(fs_now(&gone, same.path()).is_some());
+    }
+
+    #[test]
+    fn confined_creating_makes_directories_but_never_leaves_the_root() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let full = confined_creating(root.path(), "a/b/c.txt").expect("inside");
+        assert_eq!(full, root.path().join("a/b/c.txt"));
+        assert!(root.path().join("a/b").is_dir());
+        for bad in ["../x", "/etc/passwd", "a/../../x"] {
+            assert!(confined_creating(root.path(), bad).is_err(), "{bad}");
+        }
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).expect("link");
+        let err = confined_creating(root.path(), "link/new/x.txt").expect_err("through a link");
+        assert!(err.contains("not a directory"), "{err}");
+        assert_eq!(fs::read_dir(outside.path()).expect("list").count(), 0);
     }
 
     #[test]

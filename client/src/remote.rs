@@ -272,7 +272,7 @@ impl Remote {
     pub async fn hello(&self, token: &str, device: &str) -> Result<(), RemoteError> {
         let request = Request::Hello {
             version: wire::PROTOCOL_VERSION,
-            token: token.to_owned(),
+            token: wire::AccessToken(token.to_owned()),
             device: device.to_owned(),
         };
         match self.call(&request, Vec::new()).await?.0 {

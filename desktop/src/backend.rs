@@ -503,8 +503,7 @@ impl Running {
                 self.send(Update::Versions { path, result });
             }
             Command::Restore { path, version } => {
-                let target = self.folder.join(&path);
-                let message = match self.fetch(&path, version, &target).await {
+                let message = match self.fetch(&path, version, &path).await {
                     Ok(()) => format!(
                         "Restored version {version} of {path}; it syncs as the newest version"
                     ),
@@ -515,8 +514,7 @@ impl Running {
             }
             Command::SaveCopy { path, version } => {
                 let copy = model::copy_name(&path, version);
-                let target = self.folder.join(&copy);
-                let message = match self.fetch(&path, version, &target).await {
+                let message = match self.fetch(&path, version, &copy).await {
                     Ok(()) => format!("Saved version {version} of {path} as {copy}"),
                     Err(e) => format!("Could not download {path}: {e}"),
                 };
@@ -636,19 +634,19 @@ impl Running {
             .versions)
     }
 
-    /// Downloads version `version` of `path` to `target` (atomically: temp file, rename).
-    async fn fetch(&self, path: &str, version: u64, target: &Path) -> Result<(), String> {
+    /// Downloads version `version` of `path` to `target` in the folder (atomically: temp file,
+    /// rename), never outside it: the paths come from the server, and a parent directory may
+    /// have been swapped for a link.
+    async fn fetch(&self, path: &str, version: u64, target: &str) -> Result<(), String> {
         let file = self
             .session
             .file_at(path)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "not on the server".to_owned())?;
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-        }
+        let target = cairn_client::engine::confined_creating(&self.folder, target)?;
         self.session
-            .download(file.id, Some(version), target, &mut |_, _| {})
+            .download(file.id, Some(version), &target, &mut |_, _| {})
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -37,7 +37,7 @@ pub(crate) enum Field {
 }
 
 /// The first-run form, validated as the user types.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct SetupForm {
     /// Server base URL.
     pub(crate) server: String,
@@ -51,6 +51,20 @@ pub(crate) struct SetupForm {
     pub(crate) folder: String,
     /// Create an account instead of logging in.
     pub(crate) register: bool,
+}
+
+impl std::fmt::Debug for SetupForm {
+    /// Everything but the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetupForm")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .field("password", &"…")
+            .field("folder", &self.folder)
+            .field("register", &self.register)
+            .finish()
+    }
 }
 
 impl SetupForm {

@@ -43,6 +43,18 @@ pub const IDS_PER_REQUEST_MAX: u32 = 16 * 1024;
 /// Longest folder name in a request.
 pub const FOLDER_NAME_MAX: usize = 255;
 
+/// An access token in a hello: encoded as the string it is, never shown by `Debug` (a request
+/// logged or put in an error message must not carry a credential).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccessToken(pub String);
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken(…)")
+    }
+}
+
 /// What the client asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -51,7 +63,7 @@ pub enum Request {
         /// Must be [`PROTOCOL_VERSION`].
         version: u32,
         /// The JWT access token from the REST login.
-        token: String,
+        token: AccessToken,
         /// The client's device name, recorded with its commits.
         device: String,
     },
@@ -374,11 +386,16 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         let id = NodeId::of(b"x");
-        round_trip(&Request::Hello {
+        let hello = Request::Hello {
             version: PROTOCOL_VERSION,
-            token: "t".into(),
+            token: AccessToken("secret.jwt.token".into()),
             device: "laptop".into(),
-        });
+        };
+        round_trip(&hello);
+        // The token is on the wire as a plain string, and never in a `Debug` rendering.
+        assert!(!format!("{hello:?}").contains("secret"));
+        let plain = encode(&(0u8, PROTOCOL_VERSION, "secret.jwt.token", "laptop")).expect("plain");
+        assert_eq!(encode(&hello).expect("hello"), plain);
         round_trip(&Request::Commit {
             folder: "default".into(),
             base_seq: 7,

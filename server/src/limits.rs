@@ -47,8 +47,14 @@ pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Login and refresh attempts per IP address per minute: 20.
 pub const AUTH_ATTEMPTS_PER_IP_PER_MINUTE: u32 = 20;
 
-/// Login attempts per username per minute: 5 (slows password guessing to 7,200 a day).
+/// Login attempts per username per minute from one IP address: 5 (slows password guessing to
+/// 7,200 a day from each address). Counted per address, so one stranger cannot lock the user
+/// out by failing on purpose.
 pub const AUTH_ATTEMPTS_PER_USER_PER_MINUTE: u32 = 5;
+
+/// Login attempts per username per minute from all addresses together: 60 (a guess a second
+/// however many addresses guess; a lockout then needs many addresses).
+pub const AUTH_ATTEMPTS_PER_USER_ALL_IPS_PER_MINUTE: u32 = 60;
 
 /// Keys the in-process rate limiter tracks before it evicts the oldest: 100,000.
 pub const RATE_LIMIT_KEYS_MAX: usize = 100_000;

@@ -296,7 +296,7 @@ async fn handle(
         device,
     } = request
     {
-        return hello(state, session, *version, token, device, send).await;
+        return hello(state, session, *version, &token.0, device, send).await;
     }
     let current = session
         .lock()

@@ -9,6 +9,20 @@ fn status(state: &str) -> DaemonStatus {
 }
 
 #[test]
+fn a_form_never_shows_its_password() {
+    let form = SetupForm {
+        password: "hunter2-hunter2".into(),
+        username: "ann".into(),
+        ..SetupForm::default()
+    };
+    let shown = format!("{form:?}");
+    assert!(
+        shown.contains("ann") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn a_fresh_form_is_not_all_red_but_cannot_be_sent() {
     let form = SetupForm::default();
     assert!(form.problems(false).is_empty());

@@ -16,8 +16,8 @@ use super::{ApiJson, AppState, ClientIp, now_ms};
 use crate::auth::{self, Rotation, TokenState};
 use crate::db::{self, AuditRecord, DbError};
 use crate::limits::{
-    ACCESS_TOKEN_TTL, AUTH_ATTEMPTS_PER_IP_PER_MINUTE, AUTH_ATTEMPTS_PER_USER_PER_MINUTE,
-    REFRESH_TOKEN_TTL,
+    ACCESS_TOKEN_TTL, AUTH_ATTEMPTS_PER_IP_PER_MINUTE, AUTH_ATTEMPTS_PER_USER_ALL_IPS_PER_MINUTE,
+    AUTH_ATTEMPTS_PER_USER_PER_MINUTE, REFRESH_TOKEN_TTL,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -109,8 +109,18 @@ pub async fn login(
         state
             .limiter
             .check(
-                &format!("user:{}", request.username),
+                &format!("user:{}:{ip}", request.username),
                 AUTH_ATTEMPTS_PER_USER_PER_MINUTE,
+                MINUTE,
+                now,
+            )
+            .await
+            .map_err(ApiError::RateLimited)?;
+        state
+            .limiter
+            .check(
+                &format!("user:{}", request.username),
+                AUTH_ATTEMPTS_PER_USER_ALL_IPS_PER_MINUTE,
                 MINUTE,
                 now,
             )

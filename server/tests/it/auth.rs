@@ -160,4 +160,16 @@ async fn login_is_rate_limited(engine: Engine) {
         server.login("bob", "correct horse battery").await.0,
         StatusCode::OK
     );
+    // Nor is ann herself on another address: a stranger's failures do not lock her out.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let answer = elsewhere
+        .post(server.url("/auth/login"))
+        .json(&json!({"username": "ann", "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("login from 127.0.0.2");
+    assert_eq!(answer.status(), StatusCode::OK);
 }
