@@ -2350,24 +2350,7 @@ fn read_block(root: &Path, path: &RelPath, offset: u64, len: u32) -> Result<Vec<
 /// The absolute path for `path` under `root`, after checking that every parent is a real
 /// directory (never a symlink that could lead outside the folder).
 pub(crate) fn confined(root: &Path, path: &RelPath) -> Result<PathBuf, String> {
-    let mut full = root.to_path_buf();
-    let names: Vec<&str> = path.as_str().split('/').collect();
-    for (i, name) in names.iter().enumerate() {
-        full.push(name);
-        if i + 1 < names.len() {
-            match fs::symlink_metadata(&full) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => {
-                    return Err(format!(
-                        "'{}' is not a directory (a symlink or file); nothing is written through it",
-                        full.display()
-                    ));
-                }
-                Err(e) => return Err(format!("'{}': {e}", full.display())),
-            }
-        }
-    }
-    Ok(full)
+    walk_confined(root, path, false)
 }
 
 /// The full path of `path` (a relative path as the server or the state gives it) under
@@ -2380,8 +2363,13 @@ pub(crate) fn confined(root: &Path, path: &RelPath) -> Result<PathBuf, String> {
 /// one line.
 pub fn confined_creating(root: &Path, path: &str) -> Result<PathBuf, String> {
     let rel = RelPath::parse(path).map_err(|e| format!("'{path}': {e}"))?;
+    walk_confined(root, &rel, true)
+}
+
+/// [`confined`], making a missing parent directory when `create`.
+fn walk_confined(root: &Path, path: &RelPath, create: bool) -> Result<PathBuf, String> {
     let mut full = root.to_path_buf();
-    let names: Vec<&str> = rel.as_str().split('/').collect();
+    let names: Vec<&str> = path.as_str().split('/').collect();
     for (i, name) in names.iter().enumerate() {
         full.push(name);
         if i + 1 == names.len() {
@@ -2395,7 +2383,7 @@ pub fn confined_creating(root: &Path, path: &str) -> Result<PathBuf, String> {
                     full.display()
                 ));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
                 fs::create_dir(&full).map_err(|e| format!("'{}': {e}", full.display()))?;
             }
             Err(e) => return Err(format!("'{}': {e}", full.display())),

@@ -461,7 +461,7 @@ impl S3BlockStore {
             .iter()
             .filter_map(|id| nodes.get(id).map(|refs| (*id, refs.clone())))
             .collect();
-        let (waves, unplaced) = waves(&due_nodes);
+        let (waves, unplaced) = cairn_store::gc::waves(&due_nodes);
         for id in &unplaced {
             kept.insert(*id);
             shelter(&nodes, id, &mut kept);
@@ -637,56 +637,6 @@ enum TrashOutcome {
     Restored,
     /// Referenced, but `blocks/` had it again: only the trashed copy went.
     Redundant,
-}
-
-/// The trashed nodes `nodes` in waves: each node after every trashed node that references it.
-/// Nodes no wave can take (a reference cycle, which hashing rules out) are returned apart.
-fn waves(
-    nodes: &std::collections::HashMap<BlockId, Vec<BlockId>>,
-) -> (Vec<Vec<BlockId>>, Vec<BlockId>) {
-    let mut parents: std::collections::HashMap<BlockId, usize> =
-        nodes.keys().map(|id| (*id, 0)).collect();
-    for children in nodes.values() {
-        for child in children {
-            if let Some(count) = parents.get_mut(child) {
-                *count += 1;
-            }
-        }
-    }
-    let mut wave: Vec<BlockId> = parents
-        .iter()
-        .filter(|(_, count)| **count == 0)
-        .map(|(id, _)| *id)
-        .collect();
-    let mut waves = Vec::new();
-    let mut placed = 0;
-    while !wave.is_empty() {
-        wave.sort_unstable();
-        let mut next = Vec::new();
-        for id in &wave {
-            for child in &nodes[id] {
-                if let Some(count) = parents.get_mut(child) {
-                    *count -= 1;
-                    if *count == 0 {
-                        next.push(*child);
-                    }
-                }
-            }
-        }
-        placed += wave.len();
-        waves.push(std::mem::replace(&mut wave, next));
-    }
-    let unplaced = if placed == nodes.len() {
-        Vec::new()
-    } else {
-        let done: std::collections::HashSet<&BlockId> = waves.iter().flatten().collect();
-        nodes
-            .keys()
-            .filter(|id| !done.contains(id))
-            .copied()
-            .collect()
-    };
-    (waves, unplaced)
 }
 
 /// Adds everything under the trashed node `id` (through trashed nodes) to `kept`.

@@ -53,41 +53,11 @@ impl Garbage {
     pub fn plan(candidates: Vec<BlockId>, mut nodes: HashMap<BlockId, Vec<BlockId>>) -> Garbage {
         let unreferenced: HashSet<BlockId> = candidates.iter().copied().collect();
         nodes.retain(|id, _| unreferenced.contains(id));
-        // Kahn's algorithm over the references between unreferenced nodes.
-        let mut parents: HashMap<BlockId, usize> = nodes.keys().map(|id| (*id, 0)).collect();
-        for children in nodes.values() {
-            for child in children {
-                if let Some(count) = parents.get_mut(child) {
-                    *count += 1;
-                }
-            }
-        }
-        let mut ready: Vec<BlockId> = parents
-            .iter()
-            .filter(|(_, count)| **count == 0)
-            .map(|(id, _)| *id)
-            .collect();
-        ready.sort_unstable();
-        let mut order = Vec::with_capacity(candidates.len());
-        while let Some(id) = ready.pop() {
-            order.push(id);
-            for child in &nodes[&id] {
-                if let Some(count) = parents.get_mut(child) {
-                    *count -= 1;
-                    if *count == 0 {
-                        ready.push(*child);
-                    }
-                }
-            }
-        }
+        let (waves, mut unplaced) = waves(&nodes);
+        let mut order: Vec<BlockId> = Vec::with_capacity(candidates.len());
+        order.extend(waves.into_iter().flatten());
         // Unplaced nodes (a reference cycle, which hashing rules out) are never deleted, nor is
         // anything under them.
-        let placed: HashSet<BlockId> = order.iter().copied().collect();
-        let mut unplaced: Vec<BlockId> = nodes
-            .keys()
-            .filter(|id| !placed.contains(id))
-            .copied()
-            .collect();
         unplaced.sort_unstable();
         order.extend_from_slice(&unplaced);
         let mut garbage = Garbage {
@@ -168,6 +138,56 @@ impl Garbage {
             }
         }
     }
+}
+
+/// The nodes `nodes` (each with what it references) in waves: each node after every node of
+/// `nodes` that references it, so deleting wave by wave deletes parents first. Nodes no wave can
+/// take (a reference cycle, which hashing rules out) are returned apart. References outside
+/// `nodes` play no part.
+#[must_use]
+pub fn waves(nodes: &HashMap<BlockId, Vec<BlockId>>) -> (Vec<Vec<BlockId>>, Vec<BlockId>) {
+    let mut parents: HashMap<BlockId, usize> = nodes.keys().map(|id| (*id, 0)).collect();
+    for children in nodes.values() {
+        for child in children {
+            if let Some(count) = parents.get_mut(child) {
+                *count += 1;
+            }
+        }
+    }
+    let mut wave: Vec<BlockId> = parents
+        .iter()
+        .filter(|(_, count)| **count == 0)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut waves = Vec::new();
+    let mut placed = 0;
+    while !wave.is_empty() {
+        wave.sort_unstable();
+        let mut next = Vec::new();
+        for id in &wave {
+            for child in &nodes[id] {
+                if let Some(count) = parents.get_mut(child) {
+                    *count -= 1;
+                    if *count == 0 {
+                        next.push(*child);
+                    }
+                }
+            }
+        }
+        placed += wave.len();
+        waves.push(std::mem::replace(&mut wave, next));
+    }
+    let unplaced = if placed == nodes.len() {
+        Vec::new()
+    } else {
+        let done: HashSet<&BlockId> = waves.iter().flatten().collect();
+        nodes
+            .keys()
+            .filter(|id| !done.contains(id))
+            .copied()
+            .collect()
+    };
+    (waves, unplaced)
 }
 
 /// Which of `candidates` are nodes, with what each references. Each candidate is peeked at;
